@@ -1,0 +1,100 @@
+"""``medclass`` command line: bundle checks and export, data preparation reports, phantom data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _verify(args) -> int:
+    from medclass import bundle_tools as bt
+
+    ok = True
+    for workflow in ("train", "inference", "evaluate"):
+        missing = bt.check_properties(args.bundle, workflow)
+        print(f"check_properties {workflow}: {'ok' if not missing else 'MISSING ' + ', '.join(map(str, missing))}")
+        ok &= not missing
+    bt.verify_metadata(args.bundle)
+    print("verify_metadata: ok")
+    bt.verify_net_in_out(args.bundle)
+    print("verify_net_in_out: ok")
+    model = Path(args.bundle) / "models" / "model.pt"
+    if model.exists():
+        out = bt.export_torchscript(args.bundle, filepath=Path(args.bundle) / "models" / "model.ts")
+        print(f"ckpt_export: ok ({out})")
+    else:
+        print(f"ckpt_export: skipped ({model} not trained yet)")
+    return 0 if ok else 1
+
+
+def _export(args) -> int:
+    from medclass.bundle_tools import export_torchscript
+
+    out = export_torchscript(args.bundle, ckpt_file=args.ckpt, filepath=args.output)
+    print(out)
+    return 0
+
+
+def _split(args) -> int:
+    from medclass.workflow import prepare_data
+    from medclass.data import split_report
+
+    labels = args.labels.split(",") if args.labels else None
+    data = prepare_data(args.datalist, dataset_dir=args.dataset_dir, label_names=labels, task=args.task,
+                        seed=args.seed, resplit=args.resplit, check_files=not args.no_check_files)
+    print(json.dumps(split_report(data.splits, data.label_names), indent=2, default=float))
+    return 0
+
+
+def _phantoms(args) -> int:
+    from medclass.data import ensure_phantoms
+
+    print(ensure_phantoms(args.out_dir, n=args.n, size=args.size, seed=args.seed))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medclass", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("verify-bundle", help="property, metadata, network I/O and export checks of a bundle")
+    p.add_argument("bundle", type=Path)
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("export-bundle", help="TorchScript export of a bundle's trained model (monai ckpt_export)")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: BUNDLE/models/model.pt)")
+    p.add_argument("--output", type=Path, default=None, help="output file (default: BUNDLE/models/model.ts)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("split", help="load a datalist, make patient-disjoint splits and print their report")
+    p.add_argument("datalist")
+    p.add_argument("--dataset-dir", default=None)
+    p.add_argument("--labels", default=None, help="comma-separated label names")
+    p.add_argument("--task", default=None, choices=["multilabel", "binary", "multiclass"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resplit", action="store_true", help="pool the given splits and re-split by patient")
+    p.add_argument("--no-check-files", action="store_true", help="do not check that image files exist")
+    p.set_defaults(func=_split)
+
+    p = sub.add_parser("phantoms", help="make the synthetic chest phantom set (images, masks, datalist.csv)")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--n", type=int, default=600)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_phantoms)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"medclass: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Ignite engines: MONAI's supervised trainer/evaluator with precision control on any device.
+
+MONAI 1.6's engines only autocast on CUDA (``torch.autocast("cuda")``); on CPU, bf16 autocast gives
+1.9-2.9x on training here, so these subclasses pick the autocast device from the engine's device.
+The trainer also refuses to apply an optimizer step whose loss or gradients are not finite.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """Map ``auto`` to a safe choice for the device.
+
+    Args:
+        precision: one of ``auto``, ``fp32``, ``bf16``, ``fp16``.
+        device: the engine's device.
+
+    Returns:
+        ``bf16`` on CPU and on CUDA devices that support it, otherwise ``fp16`` on CUDA, ``fp32`` elsewhere.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dev = torch.device(device)
+    if precision != "auto":
+        if precision == "fp16" and dev.type == "cpu":
+            raise ValueError("precision 'fp16' is for CUDA devices; use 'bf16' or 'fp32' on CPU")
+        return precision
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if dev.type == "cpu":
+        return "bf16"
+    return "fp32"
+
+
+def autocast_context(precision: str, device: torch.device | str):
+    """An autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    dev = torch.device(device)
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=dev.type, dtype=dtype)
+
+
+def _plain(x: Any) -> Any:
+    """MetaTensor -> Tensor: metadata is not needed in the forward pass and slows every op."""
+    as_tensor = getattr(x, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) else x
+
+
+class Trainer(SupervisedTrainer):
+    """``SupervisedTrainer`` with device-aware mixed precision and a non-finite step guard.
+
+    Args:
+        precision: ``auto`` (bf16 on CPU and recent GPUs, fp16 with loss scaling on older GPUs), ``fp32``,
+            ``bf16`` or ``fp16``. The loss is always computed in fp32.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        max_nonfinite_steps: raise after this many consecutive steps with a non-finite loss or gradient
+            (each such step is skipped, so NaN never reaches the weights or the metrics).
+        channels_last: use channels-last memory format for the network and inputs.
+        kwargs: passed to ``monai.engines.SupervisedTrainer`` (``amp`` is managed here).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        precision: str = "auto",
+        grad_clip: float | None = None,
+        max_nonfinite_steps: int = 20,
+        channels_last: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("amp", None)
+        super().__init__(*args, amp=False, **kwargs)
+        self.precision = resolve_precision(precision, self.state.device)
+        self.grad_clip = grad_clip
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.channels_last = bool(channels_last)
+        self.grad_scaler = (
+            torch.amp.GradScaler("cuda") if self.precision == "fp16" and torch.device(self.state.device).type == "cuda" else None
+        )
+        self.nonfinite_steps = 0
+        self._nonfinite_run = 0
+        if self.channels_last:
+            self.network.to(memory_format=_channels_last_format(self.network))
+        logger.info("trainer precision: %s on %s", self.precision, self.state.device)
+
+    def _iteration(self, engine: Trainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        inputs, targets = _plain(batch[0]), _plain(batch[1])
+        if engine.channels_last and inputs.dim() in (4, 5):
+            inputs = inputs.contiguous(memory_format=torch.channels_last if inputs.dim() == 4 else torch.channels_last_3d)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with autocast_context(engine.precision, engine.state.device):
+            pred = engine.inferer(inputs, engine.network)
+        pred = pred.float()
+        engine.state.output[Keys.PRED] = pred
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        loss = engine.loss_function(pred, targets.float()).mean()
+        engine.state.output[Keys.LOSS] = loss
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if engine.grad_scaler is not None:
+            engine.grad_scaler.scale(loss).backward()
+            engine.grad_scaler.unscale_(engine.optimizer)
+        else:
+            loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        params = [p for g in engine.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        max_norm = engine.grad_clip if engine.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        if engine.grad_scaler is not None:
+            # the scaler itself skips steps with inf/nan gradients and lowers its scale
+            engine.grad_scaler.step(engine.optimizer)
+            engine.grad_scaler.update()
+        elif finite:
+            engine.optimizer.step()
+        if finite:
+            engine._nonfinite_run = 0
+        else:
+            engine.nonfinite_steps += 1
+            engine._nonfinite_run += 1
+            engine.optimizer.zero_grad(set_to_none=True)
+            logger.warning(
+                "epoch %d iteration %d: non-finite loss (%s) or gradient norm (%s) with %s; step skipped",
+                engine.state.epoch, engine.state.iteration, float(loss.detach()), float(grad_norm), engine.precision,
+            )
+            if engine._nonfinite_run >= engine.max_nonfinite_steps:
+                raise FloatingPointError(
+                    f"{engine._nonfinite_run} consecutive training steps had a non-finite loss or gradient "
+                    f"(precision {engine.precision}); lower the learning rate, set precision: fp32, or check the input data"
+                )
+        engine.state.output[Keys.LOSS] = loss.detach()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class Evaluator(SupervisedEvaluator):
+    """``SupervisedEvaluator`` with device-aware autocast for the forward pass; predictions come back in fp32.
+
+    Args:
+        precision: as for :class:`Trainer`.
+        kwargs: passed to ``monai.engines.SupervisedEvaluator`` (``amp`` is managed here).
+    """
+
+    def __init__(self, *args: Any, precision: str = "auto", **kwargs: Any) -> None:
+        kwargs.pop("amp", None)
+        super().__init__(*args, amp=False, **kwargs)
+        self.precision = resolve_precision(precision, self.state.device)
+
+    def _iteration(self, engine: Evaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        inputs, targets = _plain(batch[0]), batch[1]
+        targets = _plain(targets) if targets is not None else None
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        with engine.mode(engine.network), autocast_context(engine.precision, engine.state.device):
+            pred = engine.inferer(inputs, engine.network)
+        engine.state.output[Keys.PRED] = pred.float()
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+def _channels_last_format(network: torch.nn.Module) -> torch.memory_format:
+    for p in network.parameters():
+        if p.dim() == 5:
+            return torch.channels_last_3d
+    return torch.channels_last
+
+
+__all__ = ["Trainer", "Evaluator", "resolve_precision", "autocast_context", "PRECISIONS"]

@@ -1,0 +1,18 @@
+"""Thin ignite adapters around medclass's pure functions (metrics, predictions, checkpoints)."""
+
+from medclass.handlers.checkpoint import CheckpointManager
+from medclass.handlers.early_stop import EarlyStopping
+from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
+from medclass.handlers.predictions import PredictionWriter
+from medclass.handlers.progress import ProgressBar
+
+__all__ = [
+    "CheckpointManager",
+    "EarlyStopping",
+    "MaskedAUCMetric",
+    "MaskedAccuracyMetric",
+    "MeanAUC",
+    "MeanAccuracy",
+    "PredictionWriter",
+    "ProgressBar",
+]

@@ -1,0 +1,141 @@
+"""Best and last checkpoints, written atomically, with resume from the last one."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file, then rename: a run killed mid-write never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    return network.module if hasattr(network, "module") else network
+
+
+class CheckpointManager:
+    """Keeps ``model.pt`` (the network's state_dict at the best validation key metric) and ``last.pt``
+    (network, optimizer, LR scheduler, trainer and best-metric state after every epoch), and resumes from
+    ``last.pt`` when the trainer starts.
+
+    Attach it to the trainer after the ``ValidationHandler`` so that ``last.pt`` holds the epoch's validation
+    result. ``model.pt`` is a plain state_dict (thresholds and label names included by
+    :class:`medclass.networks.Classifier`), the format MONAI's ``ckpt_export`` and ``CheckpointLoader`` read.
+
+    Args:
+        ckpt_dir: folder for the checkpoints.
+        network: the trained network (DDP-wrapped or not).
+        optimizer: its optimizer.
+        lr_scheduler: an LR scheduler, or ``None``.
+        evaluator: the validation evaluator whose best key metric selects ``model.pt``; without it the last
+            epoch's weights are written to ``model.pt``.
+        resume: load ``last.pt`` when the trainer starts if it exists.
+        fingerprint: values that must match for a resume (e.g. arch, label names, image size); a mismatch stops
+            with an error rather than silently continuing a different run.
+        best_filename: name of the best-model file.
+        last_filename: name of the last-epoch file.
+        enabled: set False on ranks other than 0 (resume still loads on every rank).
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_scheduler: Any = None,
+        evaluator: Engine | None = None,
+        resume: bool = True,
+        fingerprint: dict | None = None,
+        best_filename: str = "model.pt",
+        last_filename: str = "last.pt",
+        enabled: bool = True,
+    ) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.network = network
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.evaluator = evaluator
+        self.resume = resume
+        self.fingerprint = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (fingerprint or {}).items()}
+        self.best_path = self.ckpt_dir / best_filename
+        self.last_path = self.ckpt_dir / last_filename
+        self.enabled = enabled
+        self.resumed_from_epoch: int | None = None
+
+    def attach(self, trainer: Engine) -> None:
+        self.trainer = trainer
+        trainer.add_event_handler(Events.STARTED, self._resume)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save)
+
+    def _resume(self, trainer: Engine) -> None:
+        if not self.resume or not self.last_path.exists():
+            return
+        try:
+            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file must not be mistaken for a fresh start
+            raise ValueError(f"{self.last_path}: cannot load the checkpoint to resume from ({exc}); "
+                             "remove it or set resume: false to start over") from exc
+        saved = ckpt.get("fingerprint", {})
+        if self.fingerprint and saved != self.fingerprint:
+            diff = {k: (saved.get(k), v) for k, v in self.fingerprint.items() if saved.get(k) != v}
+            raise ValueError(
+                f"{self.last_path} belongs to a different run (saved vs now: {diff}); "
+                "remove it or set resume: false to start over"
+            )
+        _unwrap(self.network).load_state_dict(ckpt["network"])
+        if self.optimizer is not None and "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
+            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        state = ckpt["trainer"]
+        trainer.state.epoch = int(state["epoch"])
+        trainer.state.iteration = int(state["iteration"])
+        if self.evaluator is not None and ckpt.get("best_metric") is not None:
+            self.evaluator.state.best_metric = float(ckpt["best_metric"])
+            self.evaluator.state.best_metric_epoch = int(ckpt["best_metric_epoch"])
+        self.resumed_from_epoch = trainer.state.epoch
+        logger.info("resumed from %s at epoch %d of %d", self.last_path, trainer.state.epoch, trainer.state.max_epochs)
+
+    def _best_improved(self, trainer: Engine) -> bool:
+        if self.evaluator is None:
+            return True
+        best_epoch = getattr(self.evaluator.state, "best_metric_epoch", -1)
+        return best_epoch == trainer.state.epoch
+
+    def _save(self, trainer: Engine) -> None:
+        if not self.enabled:
+            return
+        net = _unwrap(self.network)
+        if self._best_improved(trainer) or not self.best_path.exists():
+            atomic_save(net.state_dict(), self.best_path)
+            metric = getattr(self.evaluator.state, "best_metric", None) if self.evaluator else None
+            logger.info("epoch %d: saved %s (key metric %s)", trainer.state.epoch, self.best_path, metric)
+        ckpt: dict[str, Any] = {
+            "network": net.state_dict(),
+            "trainer": {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration},
+            "fingerprint": self.fingerprint,
+        }
+        if self.optimizer is not None:
+            ckpt["optimizer"] = self.optimizer.state_dict()
+        if self.lr_scheduler is not None:
+            ckpt["lr_scheduler"] = self.lr_scheduler.state_dict()
+        if self.evaluator is not None:
+            best = getattr(self.evaluator.state, "best_metric", None)
+            if best is not None and not (isinstance(best, float) and math.isinf(best)):
+                ckpt["best_metric"] = float(best)
+                ckpt["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
+        atomic_save(ckpt, self.last_path)

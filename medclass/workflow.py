@@ -1,0 +1,165 @@
+"""Glue the bundle configs call, so that configs stay thin: data preparation, loss, datasets, inference inputs.
+
+Every function here takes plain values from the config's top-level keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
+
+
+def prepare_data(
+    datalist: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    label_names: Sequence[str] | None = None,
+    task: str | None = None,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    resplit: bool = False,
+    check_files: bool = True,
+    phantoms: dict | None = None,
+):
+    """Load a datalist and make sure it has non-empty training, validation and test splits.
+
+    Args:
+        datalist: a CSV, JSON, MedMNIST ``.npz`` or class-per-folder tree; ``None`` uses the synthetic phantom
+            set in ``dataset_dir`` (made there on first use).
+        dataset_dir: base folder for relative image paths (and the phantom set).
+        label_names: label order; ``None`` takes it from the source (phantoms, npz, folders) .
+        task: ``multilabel``, ``binary`` or ``multiclass``; ``None`` infers it.
+        fractions: training/validation/test shares for sources without (complete) splits.
+        seed: seed of the patient-disjoint split.
+        resplit: pool the given splits and re-split patient-disjointly (e.g. the NIH1000 split shares patients).
+        check_files: check up front that every image file exists.
+        phantoms: arguments for :func:`medclass.data.ensure_phantoms` (``n``, ``size``, ``seed``, ...).
+
+    Returns:
+        A :class:`medclass.data.Datalist` with ``training``, ``validation`` and ``test`` splits.
+    """
+    from medclass.data import ensure_phantoms, ensure_splits, load_datalist, log_split_report
+
+    if datalist is None or str(datalist) == "":
+        if dataset_dir is None:
+            raise ValueError("no datalist given and no dataset_dir for the synthetic phantom set")
+        datalist = ensure_phantoms(dataset_dir, **(phantoms or {}))
+    data = load_datalist(datalist, label_names, task=task, dataset_dir=dataset_dir, check_files=check_files)
+    data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
+    log_split_report(data.splits, data.label_names)
+    return data
+
+
+def loss_for(data, name: str = "auto", label_smoothing: float = 0.0, gamma: float = 2.0, pos_weight: bool = True):
+    """The loss for ``data.task``; multi-label/binary BCE or focal get ``pos_weight`` from training prevalence."""
+    from medclass.data import label_matrix
+    from medclass.losses import build_loss, pos_weight_from_labels
+
+    weight = None
+    if pos_weight and data.task != "multiclass":
+        weight = pos_weight_from_labels(label_matrix(data.splits["training"]))
+        logger.info("pos_weight from training prevalence: %s", [round(float(w), 3) for w in weight])
+    return build_loss(data.task, name=name, pos_weight=weight, label_smoothing=label_smoothing, gamma=gamma)
+
+
+def activation_kwargs(task: str) -> dict:
+    """``monai.transforms.Activationsd`` arguments turning logits into probabilities for the task."""
+    return {"sigmoid": task != "multiclass", "softmax": task == "multiclass"}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = [
+        p for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+    ]
+    if not files:
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
+
+
+def _item_id(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz",) + IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def inference_items(source=None, data_args: dict | None = None) -> list[dict]:
+    """Items ``{"image", "id"}`` to predict on, without labels.
+
+    Args:
+        source: an image file, a folder (searched recursively), a list of files, a CSV/JSON/npz datalist, or
+            ``None`` for the test split of the bundle's data.
+        data_args: the bundle's :func:`prepare_data` arguments; the data is only loaded when ``source`` is
+            ``None``. Its ``dataset_dir`` is the base for relative paths.
+    """
+    data_args = dict(data_args or {})
+    dataset_dir = data_args.get("dataset_dir")
+    if source is None or str(source) == "":
+        if not data_args:
+            raise ValueError("inference needs an input: set 'input' to an image, a folder or a datalist")
+        data = prepare_data(**data_args)
+        return [{"image": it["image"], "id": it["id"]} for it in data.splits["test"]]
+    if isinstance(source, (list, tuple)):
+        paths = [Path(p) for p in source]
+    else:
+        path = Path(source)
+        if dataset_dir is not None and not path.is_absolute() and not path.exists():
+            path = Path(dataset_dir) / path
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: inference input does not exist")
+        if path.is_dir():
+            paths = _image_files(path)
+        elif path.name.lower().endswith((".csv", ".json", ".npz")):
+            from medclass.data import load_datalist
+
+            dl = load_datalist(path, dataset_dir=dataset_dir, check_files=True, require_labels=False)
+            return [{"image": it["image"], "id": it["id"]} for split in dl.splits.values() for it in split]
+        else:
+            paths = [path]
+    items = []
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: inference input does not exist")
+        items.append({"image": str(p), "id": _item_id(p)})
+    return items
+
+
+def set_threads(num_threads: int | None = None) -> int:
+    """Use every core for intra-op parallelism unless told otherwise; returns the thread count."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    return torch.get_num_threads()
+
+
+def fingerprint(**values) -> dict:
+    """Values a resumed run must share with the run that wrote the checkpoint."""
+    return {k: (list(v) if isinstance(v, (tuple, np.ndarray)) else v) for k, v in values.items()}
+
+
+def init_distributed() -> None:
+    """Join the torchrun process group: nccl on GPUs, gloo on CPU (and set this rank's CUDA device)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def distributed(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Wrap a network in DistributedDataParallel on its device."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = torch.device(device)
+    ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(network, device_ids=ids)
