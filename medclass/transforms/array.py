@@ -1,0 +1,171 @@
+"""Deterministic array transforms used by the presets, with their dictionary wrappers.
+
+All image transforms take and return channel-first data ``(C, H, W[, D])`` (numpy arrays stay
+numpy, tensors / :class:`monai.data.MetaTensor` stay tensors with their metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.config.type_definitions import NdarrayOrTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import MapTransform, Resize, Transform
+from monai.utils import convert_to_dst_type, convert_to_tensor
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RobustScaleIntensity",
+    "RobustScaleIntensityd",
+    "AdaptiveResize",
+    "AdaptiveResized",
+    "LabelToTensor",
+    "LabelToTensord",
+]
+
+
+class RobustScaleIntensity(Transform):
+    """Scale intensities per image to ``[0, 1]`` between two percentiles, clipping outside values.
+
+    ``out = clip((x - p_lower) / (p_upper - p_lower), 0, 1)`` with the percentiles taken over the
+    whole image (all channels). A constant image (``p_upper == p_lower``) becomes all zeros.
+
+    Args:
+        lower: lower percentile in ``[0, 100)``; 0 is the minimum.
+        upper: upper percentile in ``(lower, 100]``; 100 is the maximum.
+    """
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5) -> None:
+        lower, upper = float(lower), float(upper)
+        if not (0.0 <= lower < upper <= 100.0):
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
+        self.lower = lower
+        self.upper = upper
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """``img``: ``(C, H, W[, D])`` any real values -> same shape, ``float32`` in ``[0, 1]``."""
+        t = convert_to_tensor(img, dtype=torch.float32, track_meta=get_track_meta())
+        values = t.detach().cpu().numpy().ravel()
+        if self.lower == 0.0 and self.upper == 100.0:
+            lo, hi = float(values.min()), float(values.max())
+        else:
+            lo, hi = (float(v) for v in np.percentile(values, [self.lower, self.upper]))
+        if not hi > lo:
+            logger.debug("constant image (percentiles %s..%s = %s): scaled to zeros", self.lower, self.upper, lo)
+            out = t * 0.0
+        else:
+            out = ((t - lo) / (hi - lo)).clamp(0.0, 1.0)
+        dtype = torch.float32 if isinstance(img, torch.Tensor) else np.float32
+        out, *_ = convert_to_dst_type(out, dst=img, dtype=dtype)
+        return out
+
+
+class RobustScaleIntensityd(MapTransform):
+    """Dictionary wrapper of :class:`RobustScaleIntensity`."""
+
+    def __init__(
+        self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scaler = RobustScaleIntensity(lower, upper)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.scaler(d[key])
+        return d
+
+
+class AdaptiveResize(Transform):
+    """Resize the spatial dims to ``spatial_size``, choosing the interpolation per image.
+
+    Pure downsampling (every axis shrinks or stays) uses area averaging (anti-aliased, cheap);
+    otherwise (bi/tri)linear interpolation with Gaussian anti-aliasing on the axes that shrink.
+    Images already at ``spatial_size`` are returned unchanged. Wraps :class:`monai.transforms.Resize`
+    so a :class:`~monai.data.MetaTensor`'s affine and applied operations are updated.
+
+    Args:
+        spatial_size: output spatial shape ``(H, W)`` or ``(D, H, W)``.
+    """
+
+    def __init__(self, spatial_size: Sequence[int]) -> None:
+        size = tuple(int(s) for s in spatial_size)
+        if len(size) not in (2, 3) or any(s < 1 for s in size):
+            raise ValueError(f"spatial_size must be 2 or 3 positive ints, got {spatial_size!r}")
+        self.spatial_size = size
+        self.resizer = Resize(spatial_size=size, mode="area", dtype=torch.float32)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """``img``: ``(C, *in_size)`` -> ``(C, *spatial_size)`` ``float32``."""
+        in_size = tuple(int(s) for s in img.shape[1:])
+        if len(in_size) != len(self.spatial_size):
+            raise ValueError(
+                f"image of shape {tuple(img.shape)} has {len(in_size)} spatial dims, but the resize target "
+                f"{self.spatial_size} has {len(self.spatial_size)}"
+            )
+        if in_size == self.spatial_size:
+            return img
+        if all(o <= i for i, o in zip(in_size, self.spatial_size)):
+            return self.resizer(img, mode="area")
+        mode = "bilinear" if len(in_size) == 2 else "trilinear"
+        return self.resizer(img, mode=mode, align_corners=False, anti_aliasing=True)
+
+
+class AdaptiveResized(MapTransform):
+    """Dictionary wrapper of :class:`AdaptiveResize`."""
+
+    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.resizer = AdaptiveResize(spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resizer(d[key])
+        return d
+
+
+class LabelToTensor(Transform):
+    """Label (scalar, list, array or tensor) -> ``float32`` tensor of shape ``(C,)``; NaN (unknown) kept.
+
+    Raises:
+        TypeError: non-numeric label.
+        ValueError: label with more than one dimension.
+    """
+
+    def __call__(self, label: Any) -> torch.Tensor:
+        if isinstance(label, torch.Tensor):
+            label = label.detach().cpu().numpy()
+        try:
+            arr = np.asarray(label, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"label must be numeric (float, with NaN for unknown), got {label!r}") from e
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1:
+            raise ValueError(f"label must be a scalar or a 1D vector (C,), got shape {arr.shape}")
+        return torch.from_numpy(np.array(arr, dtype=np.float32))
+
+
+class LabelToTensord(MapTransform):
+    """Dictionary wrapper of :class:`LabelToTensor` (missing labels allowed by default, for inference)."""
+
+    def __init__(self, keys: KeysCollection = ("label",), allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = LabelToTensor()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self.converter(d[key])
+            except (TypeError, ValueError) as e:
+                item = d.get("id", "<no id>")
+                raise type(e)(f"item {item}: {key!r}: {e}") from e
+        return d
