@@ -1,0 +1,63 @@
+"""Datalists, labels, patient-disjoint splits and synthetic phantoms for medclass.
+
+Public API::
+
+    CXR14_LABELS, parse_label_value, labels_from_findings, label_matrix, label_prevalence
+    Datalist, load_datalist, load_medmnist, MEDMNIST_INFO
+    split_patients, split_report, log_split_report, ensure_splits, patient_overlap
+    PHANTOM_LABELS, make_phantoms, ensure_phantoms
+"""
+
+from __future__ import annotations
+
+from medclass.data.datalist import IMAGE_EXTENSIONS, SPLIT_NAMES, TASKS, Datalist, canonical_split, load_datalist
+from medclass.data.labels import (
+    CXR14_LABELS,
+    NO_FINDING,
+    FindingsParser,
+    label_matrix,
+    label_prevalence,
+    labels_from_findings,
+    normalize_name,
+    parse_label_value,
+)
+from medclass.data.medmnist import MEDMNIST_INFO, load_medmnist, medmnist_flag
+from medclass.data.split import (
+    ensure_splits,
+    log_split_report,
+    patient_key,
+    patient_overlap,
+    split_patients,
+    split_report,
+)
+from medclass.data.synthetic import PHANTOM_LABELS, PHANTOM_VERSION, ensure_phantoms, make_phantoms
+
+__all__ = [
+    "CXR14_LABELS",
+    "IMAGE_EXTENSIONS",
+    "MEDMNIST_INFO",
+    "NO_FINDING",
+    "PHANTOM_LABELS",
+    "PHANTOM_VERSION",
+    "SPLIT_NAMES",
+    "TASKS",
+    "Datalist",
+    "FindingsParser",
+    "canonical_split",
+    "ensure_phantoms",
+    "ensure_splits",
+    "label_matrix",
+    "label_prevalence",
+    "labels_from_findings",
+    "load_datalist",
+    "load_medmnist",
+    "log_split_report",
+    "make_phantoms",
+    "medmnist_flag",
+    "normalize_name",
+    "parse_label_value",
+    "patient_key",
+    "patient_overlap",
+    "split_patients",
+    "split_report",
+]
