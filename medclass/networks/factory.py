@@ -1,0 +1,416 @@
+"""``build_classifier``: one factory over MONAI DenseNet / ResNet / ViT with input-size-aware stems.
+
+MONAI's constructors differ (``in_channels``/``out_channels`` for DenseNet, ``n_input_channels``/``num_classes``
+for ResNet, ``img_size``/``patch_size`` for ViT) and their default stems suit neither small images (DenseNet fails
+on 28 px) nor CPUs (MONAI ResNet's stem has stride 1 with a 7x7 kernel). The factory hides both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch.nn as nn
+from monai.networks.layers.factories import Conv
+from monai.networks.nets import ViT, DenseNet121, DenseNet169, DenseNet201
+from monai.networks.nets.resnet import ResNet, ResNetBlock, ResNetBottleneck
+
+from medclass.networks.classifier import (
+    Classifier,
+    DenseNetClassifier,
+    ResNetClassifier,
+    ViTClassifier,
+    _num_params,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ARCHS", "STEMS", "build_classifier", "choose_patch_size", "choose_stem", "normalize_image_size"]
+
+ARCHS: tuple[str, ...] = (
+    "densenet121",
+    "densenet169",
+    "densenet201",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "vit",
+)
+"""Architectures accepted by :func:`build_classifier`."""
+
+STEMS: tuple[str, ...] = ("auto", "small", "medium", "standard")
+"""Stem choices; see :func:`choose_stem`."""
+
+STEM_STRIDE: dict[str, int] = {"small": 1, "medium": 2, "standard": 4}
+"""Total down-sampling of each stem."""
+
+_DENSENETS = {"densenet121": DenseNet121, "densenet169": DenseNet169, "densenet201": DenseNet201}
+_RESNETS: dict[str, tuple[type[nn.Module], list[int]]] = {
+    "resnet18": (ResNetBlock, [2, 2, 2, 2]),
+    "resnet34": (ResNetBlock, [3, 4, 6, 3]),
+    "resnet50": (ResNetBottleneck, [3, 4, 6, 3]),
+    "resnet101": (ResNetBottleneck, [3, 4, 23, 3]),
+    "resnet152": (ResNetBottleneck, [3, 8, 36, 3]),
+}
+# (small, medium) upper bounds of the min spatial side for stem="auto"
+_AUTO_STEM_BOUNDS = {2: (48, 128), 3: (16, 64)}
+_VIT_DEFAULTS: dict[str, Any] = {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 8, "num_heads": 6}
+_VIT_GRID_RANGE = (7, 16)  # preferred patches per side
+_VIT_MAX_AUTO_PATCH = 16
+
+# constructor arguments the factory sets itself -> what to use instead
+_RESERVED: dict[str, dict[str, str]] = {
+    "densenet": {
+        "spatial_dims": "spatial_dims",
+        "in_channels": "in_channels",
+        "out_channels": "num_classes",
+        "init_features": "width",
+        "pretrained": "pretrained (a checkpoint path)",
+        "progress": "pretrained (a checkpoint path)",
+    },
+    "resnet": {
+        "spatial_dims": "spatial_dims",
+        "n_input_channels": "in_channels",
+        "num_classes": "num_classes",
+        "block": "arch",
+        "block_inplanes": "width",
+        "widen_factor": "width",
+        "conv1_t_size": "stem",
+        "conv1_t_stride": "stem",
+        "no_max_pool": "stem",
+        "feed_forward": "forward_features()",
+        "pretrained": "pretrained (a checkpoint path)",
+    },
+    "vit": {
+        "spatial_dims": "spatial_dims",
+        "in_channels": "in_channels",
+        "img_size": "image_size",
+        "classification": "nothing (always a classifier)",
+        "num_classes": "num_classes",
+        "post_activation": "nothing (logits are returned without activation)",
+    },
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_pos_int(name: str, v: Any) -> int:
+    if not _is_int(v) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def normalize_image_size(image_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    """An int or a sequence of ``spatial_dims`` positive ints as a tuple.
+
+    Raises:
+        ValueError: wrong length or non-positive sizes.
+        TypeError: not an int or a sequence of ints.
+    """
+    if _is_int(image_size):
+        size: tuple[int, ...] = (int(image_size),) * spatial_dims
+    elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
+        if not all(_is_int(s) for s in image_size):
+            raise TypeError(f"image_size must hold ints, got {image_size!r}")
+        size = tuple(int(s) for s in image_size)
+    else:
+        raise TypeError(f"image_size must be an int or a sequence of ints, got {image_size!r}")
+    if len(size) != spatial_dims:
+        raise ValueError(f"image_size {image_size!r} has {len(size)} values but spatial_dims is {spatial_dims}")
+    if any(s < 1 for s in size):
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return size
+
+
+def choose_stem(image_size: int | Sequence[int], spatial_dims: int = 2) -> str:
+    """The stem ``stem="auto"`` picks for an input size (by the smallest spatial side ``s``).
+
+    2D: ``s <= 48`` small (stride 1), ``s <= 128`` medium (stride 2), else standard (stride 4).
+    3D (cost is cubic): ``s <= 16`` small, ``s <= 64`` medium, else standard.
+
+    Args:
+        image_size: input size, int or one per spatial dim.
+        spatial_dims: 2 or 3.
+
+    Returns:
+        ``"small"``, ``"medium"`` or ``"standard"``.
+    """
+    if spatial_dims not in _AUTO_STEM_BOUNDS:
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    s = min(normalize_image_size(image_size, spatial_dims))
+    small, medium = _AUTO_STEM_BOUNDS[spatial_dims]
+    if s <= small:
+        return "small"
+    if s <= medium:
+        return "medium"
+    return "standard"
+
+
+def _patch_for_sides(sides: Sequence[int], lo: int, hi: int) -> int | None:
+    """Largest patch size <= 16 dividing every side with a grid in [lo, hi] per side (else the smallest such > 16)."""
+    common = None
+    for s in sides:
+        cands = {p for p in range(1, s + 1) if s % p == 0 and lo <= s // p <= hi}
+        common = cands if common is None else common & cands
+    if not common:
+        return None
+    small = [p for p in common if p <= _VIT_MAX_AUTO_PATCH]
+    return max(small) if small else min(common)
+
+
+def choose_patch_size(image_size: int | Sequence[int], spatial_dims: int = 2) -> tuple[int, ...]:
+    """ViT patch size for an input size: a grid of about 7-16 patches per side.
+
+    The largest patch size <= 16 that divides a side and leaves 7..16 patches along it (28 -> 4, 64 -> 8,
+    96 -> 12, 224 -> 16), the same for all sides where one fits them all (64x96 -> 8), else chosen per side.
+    Where no divisor gives 7..16 patches, a grid of 4..32 is accepted (closest to the preferred range).
+
+    Raises:
+        ValueError: a side has no usable divisor (e.g. a prime such as 31): pass ``patch_size`` or resize.
+    """
+    size = normalize_image_size(image_size, spatial_dims)
+    p = _patch_for_sides(size, *_VIT_GRID_RANGE)
+    if p is not None:
+        return (p,) * len(size)
+    out = []
+    for s in size:
+        q = _patch_for_sides([s], *_VIT_GRID_RANGE)
+        if q is None:
+            cands = [d for d in range(1, s + 1) if s % d == 0 and 4 <= s // d <= 32]
+            if not cands:
+                raise ValueError(
+                    f"cannot choose a ViT patch size for image_size {size}: side {s} has no divisor leaving 4-32 "
+                    "patches; pass patch_size=... or resize the images"
+                )
+            lo, hi = _VIT_GRID_RANGE
+            q = min(cands, key=lambda d: abs(math.log((s // d) / (lo if s // d < lo else hi))))
+        out.append(q)
+    return tuple(out)
+
+
+def _densenet_feature_size(side: int, stem: str) -> int:
+    """Spatial size of a DenseNet's final feature map along one side."""
+    if stem == "standard":
+        side = (side - 1) // 2 + 1  # 7x7 conv stride 2, padding 3
+    if stem in ("standard", "medium"):
+        side = (side - 1) // 2 + 1  # 3x3 max-pool stride 2, padding 1
+    for _ in range(3):  # transitions: 2x2 average pooling, stride 2
+        side //= 2
+    return side
+
+
+def _check_reserved(family: str, arch_kwargs: dict[str, Any]) -> None:
+    for key in arch_kwargs:
+        if key in _RESERVED[family]:
+            raise TypeError(
+                f"build_classifier sets {family} argument {key!r} itself: use {_RESERVED[family][key]} instead"
+            )
+
+
+def _build_densenet(
+    arch: str, spatial_dims: int, in_channels: int, num_classes: int, stem: str, width: int, arch_kwargs: dict
+) -> nn.Module:
+    net = _DENSENETS[arch](
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        init_features=width,
+        **arch_kwargs,
+    )
+    if stem != "standard":
+        conv = Conv[Conv.CONV, spatial_dims](in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(conv.weight)
+        net.features.conv0 = conv
+        if stem == "small":
+            net.features.pool0 = nn.Identity()
+    return net
+
+
+def _build_resnet(
+    arch: str, spatial_dims: int, in_channels: int, num_classes: int, stem: str, width: int, arch_kwargs: dict
+) -> nn.Module:
+    block, layers = _RESNETS[arch]
+    layers = list(arch_kwargs.pop("layers", layers))
+    if len(layers) != 4 or not all(_is_int(n) and n >= 1 for n in layers):
+        raise ValueError(f"layers must be 4 positive ints (blocks per stage), got {layers!r}")
+    stem_args = {
+        "small": {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True},
+        "medium": {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": False},
+        "standard": {"conv1_t_size": 7, "conv1_t_stride": 2, "no_max_pool": False},
+    }[stem]
+    return ResNet(
+        block,
+        layers,
+        [width, 2 * width, 4 * width, 8 * width],
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        num_classes=num_classes,
+        **stem_args,
+        **arch_kwargs,
+    )
+
+
+def build_classifier(
+    arch: str,
+    spatial_dims: int = 2,
+    in_channels: int = 1,
+    num_classes: int = 1,
+    image_size: int | Sequence[int] | None = None,
+    *,
+    stem: str = "auto",
+    width: int | None = None,
+    dropout: float = 0.0,
+    pretrained: str | os.PathLike | None = None,
+    skip_head: bool = False,
+    label_names: Sequence[str] | None = None,
+    thresholds: float | Sequence[float] | None = None,
+    **arch_kwargs: Any,
+) -> Classifier:
+    """Build an image classifier returning logits ``(B, num_classes)`` for inputs ``(B, C, H, W[, D])``.
+
+    Args:
+        arch: one of :data:`ARCHS` (``densenet121/169/201``, ``resnet18/34/50/101/152``, ``vit``).
+        spatial_dims: 2 (images) or 3 (volumes).
+        in_channels: input channels ``C``.
+        num_classes: number of logits.
+        image_size: input size (int or one per spatial dim). Drives ``stem="auto"`` and the ViT patch grid;
+            required for ``vit`` (whose input must then have exactly this size). CNNs accept other sizes at
+            run time; without it ``stem="auto"`` means ``"standard"``.
+        stem: CNN stem: ``"small"`` (3x3 conv stride 1, no pooling: total stride 1), ``"medium"`` (3x3 conv +
+            max-pool: stride 2), ``"standard"`` (7x7 conv stride 2 + max-pool: stride 4) or ``"auto"``
+            (by input size, see :func:`choose_stem`). Must be ``"auto"`` for ``vit``.
+        width: base width: ResNet stage widths are ``[w, 2w, 4w, 8w]`` (default 64, MONAI's), DenseNet
+            ``init_features`` (default 64). Not for ``vit`` (use ``hidden_size``).
+        dropout: dropout rate on the pooled features before the head.
+        pretrained: checkpoint path loaded with :func:`medclass.networks.load_weights` (whole classifier or a
+            plain MONAI backbone ``state_dict``); ``None`` or ``""`` for random initialisation.
+        skip_head: with ``pretrained``, do not load the head (and thresholds, label names): start a new label set.
+        label_names: one name per class (default ``class_0 ..``).
+        thresholds: decision thresholds on probabilities, a float or one per class (default 0.5).
+        **arch_kwargs: passed to the MONAI constructor, e.g. ``growth_rate``/``block_config``/``dropout_prob``
+            (DenseNet), ``layers``/``shortcut_type``/``act``/``norm`` (ResNet), ``patch_size``/``hidden_size``/
+            ``mlp_dim``/``num_layers``/``num_heads``/``proj_type``/``pos_embed_type``/``dropout_rate``/
+            ``qkv_bias`` (ViT; defaults 384/1536/8/6 sized for CPUs).
+
+    Returns:
+        A :class:`Classifier` (``DenseNetClassifier``, ``ResNetClassifier`` or ``ViTClassifier``).
+
+    Raises:
+        ValueError: unknown arch/stem, bad sizes, image too small for the chosen stem, ViT patch size that does
+            not divide ``image_size``, unreadable/mismatching ``pretrained`` checkpoint.
+        TypeError: wrongly typed arguments, or ``arch_kwargs`` the factory sets itself.
+        FileNotFoundError: ``pretrained`` does not exist.
+    """
+    if not isinstance(arch, str):
+        raise TypeError(f"arch must be a string, one of {ARCHS}, got {arch!r}")
+    arch = arch.lower()
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}: expected one of {ARCHS}")
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    in_channels = _check_pos_int("in_channels", in_channels)
+    num_classes = _check_pos_int("num_classes", num_classes)
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}: expected one of {STEMS}")
+    if width is not None:
+        width = _check_pos_int("width", width)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+    size = normalize_image_size(image_size, spatial_dims) if image_size is not None else None
+    arch_kwargs = dict(arch_kwargs)
+    common = dict(
+        arch=arch,
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        image_size=size,
+        dropout=float(dropout),
+        label_names=label_names,
+        thresholds=thresholds,
+    )
+
+    model: Classifier
+    if arch == "vit":
+        _check_reserved("vit", arch_kwargs)
+        if size is None:
+            raise ValueError("image_size is required for arch='vit' (it fixes the patch grid)")
+        if stem != "auto":
+            raise ValueError(f"stem={stem!r} does not apply to arch='vit' (patch embedding); leave it 'auto'")
+        if width is not None:
+            raise ValueError("width does not apply to arch='vit': pass hidden_size (and mlp_dim, num_heads)")
+        patch = arch_kwargs.pop("patch_size", None)
+        if patch is None:
+            patch_size = choose_patch_size(size, spatial_dims)
+        else:
+            try:
+                patch_size = normalize_image_size(patch, spatial_dims)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"patch_size {patch!r} is invalid: {e}") from e
+            bad = [(s, p) for s, p in zip(size, patch_size) if s % p]
+            if bad:
+                raise ValueError(
+                    f"image_size {size} is not divisible by patch_size {patch_size} (side, patch: {bad}); "
+                    "resize/crop the images or choose another patch_size"
+                )
+        vit_kwargs = {**_VIT_DEFAULTS, **arch_kwargs}
+        backbone = ViT(
+            in_channels=in_channels,
+            img_size=size,
+            patch_size=patch_size,
+            classification=True,
+            num_classes=num_classes,
+            spatial_dims=spatial_dims,
+            post_activation=None,
+            **vit_kwargs,
+        )
+        n_tokens = math.prod(s // p for s, p in zip(size, patch_size))
+        if n_tokens > 4096:
+            logger.warning("vit with image_size %s and patch_size %s has %d tokens: slow", size, patch_size, n_tokens)
+        model = ViTClassifier(backbone, patch_size=patch_size, stem="patch", stem_stride=1, width=None, **common)
+    else:
+        family = "densenet" if arch.startswith("densenet") else "resnet"
+        _check_reserved(family, arch_kwargs)
+        if stem == "auto":
+            if size is None:
+                logger.info("build_classifier(%s): no image_size given, stem 'auto' falls back to 'standard'", arch)
+                stem = "standard"
+            else:
+                stem = choose_stem(size, spatial_dims)
+        w = 64 if width is None else width
+        if family == "densenet":
+            if size is not None and min(_densenet_feature_size(s, stem) for s in size) < 1:
+                need = next(s for s in range(1, 1024) if _densenet_feature_size(s, stem) >= 1)
+                raise ValueError(
+                    f"image_size {size} is too small for {arch} with stem={stem!r} (each side needs >= {need}); "
+                    "use stem='auto', 'small' or 'medium'"
+                )
+            backbone = _build_densenet(arch, spatial_dims, in_channels, num_classes, stem, w, arch_kwargs)
+            model = DenseNetClassifier(backbone, stem=stem, stem_stride=STEM_STRIDE[stem], width=w, **common)
+        else:
+            backbone = _build_resnet(arch, spatial_dims, in_channels, num_classes, stem, w, arch_kwargs)
+            model = ResNetClassifier(backbone, stem=stem, stem_stride=STEM_STRIDE[stem], width=w, **common)
+
+    logger.info(
+        "built %s (%dD, %d->%d, image_size=%s, stem=%s): %.2fM parameters",
+        arch,
+        spatial_dims,
+        in_channels,
+        num_classes,
+        size,
+        model.stem,
+        _num_params(model) / 1e6,
+    )
+    if pretrained is not None and str(pretrained) != "":
+        from medclass.networks.weights import load_weights
+
+        load_weights(model, pretrained, skip_head=skip_head)
+    elif skip_head:
+        logger.warning("build_classifier: skip_head=True has no effect without pretrained")
+    return model

@@ -1,0 +1,229 @@
+"""Loading checkpoints into a :class:`~medclass.networks.Classifier` with readable errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoadReport", "load_weights", "read_state_dict"]
+
+_NESTED_KEYS = ("model", "state_dict", "network", "net")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
+_MODEL_LEVEL_KEYS = ("thresholds", "_extra_state")
+_MAX_LISTED = 10
+
+
+class LoadReport(NamedTuple):
+    """What :func:`load_weights` did.
+
+    Attributes:
+        target: ``"model"`` (a whole classifier checkpoint) or ``"backbone"`` (a plain MONAI network state).
+        loaded_keys: keys loaded (model-level names).
+        missing_keys: model keys the checkpoint lacks (left as initialised; only non-empty when ``strict=False``).
+        unexpected_keys: checkpoint keys the model lacks (ignored; only when ``strict=False``).
+        mismatched_keys: ``(key, checkpoint shape, model shape)`` left as initialised (only when ``strict=False``).
+        skipped_keys: keys dropped on purpose (``skip_head``).
+    """
+
+    target: str
+    loaded_keys: list[str]
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    mismatched_keys: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+    skipped_keys: list[str]
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and (isinstance(v, torch.Tensor) or k.endswith("_extra_state")) for k, v in obj.items()
+    )
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state dict from a checkpoint file (safely: ``weights_only=True``, on CPU).
+
+    Accepts a raw ``state_dict``, one nested under ``"model"``/``"state_dict"``/``"network"``/``"net"``
+    (e.g. MONAI ``CheckpointSaver`` or Lightning files), or a TorchScript archive (its parameters and buffers).
+    ``"module."`` (DDP) and ``"_orig_mod."`` (``torch.compile``) prefixes are stripped.
+
+    Args:
+        path: checkpoint file.
+
+    Returns:
+        The state dict (keys as saved, minus the stripped prefixes).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable checkpoint or holds no state dict.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    if not p.is_file():
+        raise ValueError(f"checkpoint path is not a file: {p}")
+    try:
+        obj: Any = torch.load(p, map_location="cpu", weights_only=True)
+    except RuntimeError as e:
+        if "TorchScript" not in str(e):
+            raise ValueError(f"{p} is not a PyTorch checkpoint readable with weights_only=True: {e}") from e
+        try:
+            obj = torch.jit.load(str(p), map_location="cpu").state_dict()
+        except Exception as e2:  # noqa: BLE001 - any failure means "not a usable archive"
+            raise ValueError(f"{p} looks like a TorchScript archive but cannot be loaded: {e2}") from e2
+        logger.info("read the parameters of TorchScript archive %s", p)
+    except Exception as e:  # noqa: BLE001 - pickle/zip/EOF/... errors all mean "not a checkpoint"
+        raise ValueError(
+            f"{p} is not a PyTorch checkpoint readable with weights_only=True: {type(e).__name__}: {e}"
+        ) from e
+
+    for _ in range(3):  # unwrap up to a few levels of nesting
+        if _is_state_dict(obj):
+            break
+        if isinstance(obj, Mapping):
+            nested = next((obj[k] for k in _NESTED_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if nested is not None:
+                obj = nested
+                continue
+        break
+    if not _is_state_dict(obj):
+        if isinstance(obj, Mapping):
+            what = f"a dict with keys {sorted(map(str, obj))[:_MAX_LISTED]}"
+        else:
+            what = type(obj).__name__
+        raise ValueError(
+            f"{p} holds no state dict (found {what}); expected a state_dict or one under "
+            f"{'/'.join(repr(k) for k in _NESTED_KEYS)}"
+        )
+    state = dict(obj)
+    for prefix in _STRIP_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _labels_fit(model: nn.Module, extra_state: Any) -> bool:
+    """Whether checkpoint metadata (label names) fits the model's number of classes."""
+    num_classes = getattr(model, "num_classes", None)
+    decode = getattr(model, "decode_extra_state", None)
+    if num_classes is None or decode is None:
+        return True
+    try:
+        names = decode(extra_state).get("label_names")
+    except (TypeError, ValueError):
+        return False
+    return names is None or len(names) == num_classes
+
+
+def _fmt(keys: list, total: int) -> str:
+    listed = ", ".join(str(k) for k in keys[:_MAX_LISTED])
+    more = f" ... (+{total - _MAX_LISTED} more)" if total > _MAX_LISTED else ""
+    return f"[{listed}{more}]"
+
+
+def load_weights(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    skip_head: bool = False,
+    strict: bool = True,
+) -> LoadReport:
+    """Load a checkpoint into a classifier (or a plain MONAI network state into its ``backbone``).
+
+    The checkpoint is read with :func:`read_state_dict` (``weights_only=True``; nested ``"model"`` /
+    ``"state_dict"`` / ``"network"`` and DDP ``"module."`` prefixes handled). Checkpoints without any
+    ``"backbone."`` key (and no ``thresholds``) are taken as a plain MONAI DenseNet/ResNet/ViT ``state_dict`` and
+    loaded into ``model.backbone``.
+
+    Keys and shapes are compared before anything is loaded. BatchNorm ``num_batches_tracked`` and the metadata
+    entry ``_extra_state`` may be absent.
+
+    Args:
+        model: a :class:`~medclass.networks.Classifier` (or any ``nn.Module``; ``skip_head`` then needs a
+            ``head_name`` attribute).
+        path: checkpoint file.
+        skip_head: do not load the classification head, the ``thresholds`` and the label names: the model keeps its
+            freshly initialised head, so a model pretrained on other labels can start a new task.
+        strict: raise on any missing, unexpected or mis-shaped key; with ``False`` load what matches and log the rest.
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a checkpoint, or (strict) keys/shapes do not match; the message names the file and lists
+            up to 10 missing, unexpected and mis-shaped keys each.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    target = "model"
+    has_backbone = hasattr(model, "backbone") and isinstance(model.backbone, nn.Module)
+    if has_backbone and not any(k.startswith("backbone.") or k in _MODEL_LEVEL_KEYS for k in state):
+        target = "backbone"
+        state = {f"backbone.{k}": v for k, v in state.items()}
+
+    skipped: list[str] = []
+    expected = dict(own)
+    if target == "backbone":
+        for k in _MODEL_LEVEL_KEYS:
+            expected.pop(k, None)
+    if skip_head:
+        head_name = getattr(model, "head_name", None)
+        if not isinstance(head_name, str):
+            raise TypeError(f"skip_head needs a model with a head_name attribute, got {type(model).__name__}")
+        drop = [k for k in set(state) | set(expected) if k.startswith(head_name + ".") or k in _MODEL_LEVEL_KEYS]
+        skipped = sorted(k for k in drop if k in state)
+        for k in drop:
+            state.pop(k, None)
+            expected.pop(k, None)
+
+    def optional(k: str) -> bool:
+        return k.endswith("num_batches_tracked") or k.endswith("_extra_state")
+
+    missing = sorted(k for k in expected if k not in state and not optional(k))
+    unexpected = sorted(k for k in state if k not in expected)
+    mismatched = [
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state.items()
+        if k in expected and not k.endswith("_extra_state")
+        and isinstance(v, torch.Tensor) and isinstance(expected[k], torch.Tensor)
+        and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    mismatched.sort()
+    bad = {k for k, _, _ in mismatched} | set(unexpected)
+    to_load = {k: v for k, v in state.items() if k not in bad}
+    if "_extra_state" in to_load and not _labels_fit(model, to_load["_extra_state"]):
+        # the label names belong to a head of another size (only reachable with strict=False or a bare dict)
+        to_load.pop("_extra_state")
+        unexpected = sorted([*unexpected, "_extra_state"])
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys {_fmt(missing, len(missing))}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys {_fmt(unexpected, len(unexpected))}")
+        if mismatched:
+            mm = [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in mismatched]
+            parts.append(f"{len(mismatched)} mis-shaped keys {_fmt(mm, len(mm))}")
+        msg = f"checkpoint {path} does not match {type(model).__name__} ({target}): " + "; ".join(parts)
+        if strict:
+            hint = "" if skip_head else " (skip_head=True drops the head to start a new label set)"
+            raise ValueError(msg + hint)
+        logger.warning("%s; loading the %d matching keys only (strict=False)", msg, len(to_load))
+
+    try:
+        model.load_state_dict(to_load, strict=False)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"checkpoint {path} could not be loaded into {type(model).__name__}: {e}") from e
+    loaded = sorted(to_load)
+    logger.info(
+        "loaded %d tensors from %s into the %s%s", len(loaded), path, target, " (head skipped)" if skip_head else ""
+    )
+    return LoadReport(target, loaded, missing, unexpected, mismatched, skipped)
