@@ -63,8 +63,12 @@ def verify_net_in_out(bundle_dir: str | os.PathLike, device: str = "cpu") -> Non
 
 
 def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLike | None = None,
-                       filepath: str | os.PathLike | None = None) -> Path:
-    """``monai.bundle.ckpt_export`` of ``models/model.pt`` to ``models/model.ts`` (metadata and configs inside)."""
+                       filepath: str | os.PathLike | None = None, **overrides) -> Path:
+    """``monai.bundle.ckpt_export`` of ``models/model.pt`` to ``models/model.ts`` (metadata and configs inside).
+
+    ``overrides`` are config values the model was trained with when they differ from the bundle's defaults
+    (e.g. ``image_size``, ``width``, ``label_names``).
+    """
     from monai.bundle import ckpt_export
 
     bundle_dir = Path(bundle_dir)
@@ -79,5 +83,6 @@ def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLi
         meta_file=str(bundle_dir / "configs" / "metadata.json"),
         config_file=config_files(bundle_dir, "inference.yaml"),
         bundle_root=str(bundle_dir),
+        **overrides,
     )
     return out

@@ -24,3 +24,12 @@ def need(root: Path, rel: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data file absent: {path}")
     return path
+
+
+def error_chain(exc: BaseException) -> str:
+    """All messages in an exception's cause/context chain (MONAI wraps config and transform errors)."""
+    parts = []
+    while exc is not None:
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)

@@ -1,0 +1,174 @@
+"""The chest X-ray bundle: property checks, metadata schema, network I/O, and train/evaluate/infer/export/resume
+on a tiny synthetic phantom set (the bundle's offline default)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medclass import bundle_tools as bt
+from medclass.networks import Classifier
+from tests.conftest import error_chain
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_classification"
+TINY = {"image_size": [64, 64], "width": 8, "batch_size": 8, "phantoms": {"n": 48, "size": 64, "seed": 1},
+        "progress_bar": False}
+
+
+def workflow(kind: str, tmp: Path, **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    args = {**TINY, "bundle_root": str(BUNDLE), "dataset_dir": str(tmp / "data"), "ckpt_dir": str(tmp / "models"),
+            "output_dir": str(tmp / "eval"), "log_dir": str(tmp / "runs"), **overrides}
+    if kind != "train":
+        args.pop("progress_bar")
+    wf = ConfigWorkflow(config_file=bt.config_files(BUNDLE, f"{kind}.yaml"),
+                        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+                        workflow_type="train" if kind == "train" else "inference", **args)
+    wf.initialize()
+    return wf
+
+
+@pytest.mark.parametrize("kind", ["train", "inference", "evaluate"])
+def test_no_missing_properties(kind):
+    assert bt.check_properties(BUNDLE, kind) == []
+
+
+def test_metadata_matches_schema_and_labels(tmp_path):
+    bt.verify_metadata(BUNDLE)
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    common = yaml.safe_load((BUNDLE / "configs" / "common.yaml").read_text())
+    out = meta["network_data_format"]["outputs"]["pred"]
+    assert list(out["channel_def"].values()) == common["label_names"]
+    assert out["num_channels"] == len(common["label_names"])
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == common["image_size"]
+    assert meta["version"] in meta["changelog"]
+
+    # the schema rejects metadata without label names for the output channels
+    broken = dict(meta)
+    broken["network_data_format"] = json.loads(json.dumps(meta["network_data_format"]))
+    del broken["network_data_format"]["outputs"]["pred"]["channel_def"]
+    bad = tmp_path / "configs"
+    bad.mkdir()
+    (bad / "metadata.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="channel_def"):
+        bt.verify_metadata(tmp_path)
+
+
+def test_net_in_out():
+    bt.verify_net_in_out(BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle")
+    wf = workflow("train", tmp, max_epochs=1)
+    wf.run()
+    wf.finalize()
+    return tmp, wf
+
+
+def test_train_writes_checkpoints_and_logs(trained):
+    tmp, wf = trained
+    best = torch.load(tmp / "models" / "model.pt", weights_only=True)
+    last = torch.load(tmp / "models" / "last.pt", weights_only=True)
+    assert last["trainer"]["epoch"] == 1
+    assert torch.allclose(best["thresholds"], torch.full((4,), 0.5))
+    meta = Classifier.decode_extra_state(best["_extra_state"])
+    assert meta["label_names"] == ["nodule", "effusion", "cardiomegaly", "pneumothorax"]
+    assert meta["image_size"] == [64, 64] and meta["arch"] == "resnet18"
+    assert any((tmp / "runs").iterdir())  # TensorBoard events
+    ev = wf.parser.get_parsed_content("validate#evaluator")
+    assert 0.0 <= ev.state.metrics["val_mean_auc"] <= 1.0
+
+
+def test_evaluate_writes_predictions_with_labels_and_metrics(trained):
+    tmp, _ = trained
+    wf = workflow("evaluate", tmp)
+    wf.run()
+    rows = list(csv.DictReader(open(tmp / "eval" / "predictions.csv")))
+    data = wf.parser.get_parsed_content("data")
+    assert len(rows) == len(data.splits["test"])
+    assert {r["id"] for r in rows} == {it["id"] for it in data.splits["test"]}
+    assert set(rows[0]) >= {"id", "prob_nodule", "pred_nodule", "label_nodule"}
+    metrics = json.loads((tmp / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == len(rows) and set(metrics["per_label"]) == {"nodule", "effusion", "cardiomegaly", "pneumothorax"}
+
+
+def test_inference_on_a_folder_matches_evaluate(trained, tmp_path):
+    tmp, _ = trained
+    folder = tmp / "data" / "images"
+    eval_rows = {r["id"]: r for r in csv.DictReader(open(tmp / "eval" / "predictions.csv"))}
+    # the CLI exactly as the README shows it
+    out = tmp_path / "infer"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           "['configs/common.yaml','configs/inference.yaml']", "--bundle_root", str(BUNDLE),
+           "--ckpt_dir", str(tmp / "models"), "--output_dir", str(out), "--input", str(folder),
+           "--image_size", "[64, 64]", "--width", "8"]
+    res = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == len(list(folder.glob("*.png")))
+    assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in ("nodule", "effusion", "cardiomegaly", "pneumothorax")] + \
+        [f"pred_{n}" for n in ("nodule", "effusion", "cardiomegaly", "pneumothorax")]
+    for r in rows:
+        if r["id"] in eval_rows:
+            assert float(r["prob_nodule"]) == pytest.approx(float(eval_rows[r["id"]]["prob_nodule"]), abs=1e-2)
+            assert int(r["pred_nodule"]) == int(float(r["prob_nodule"]) >= 0.5)
+
+
+def test_inference_refuses_a_model_for_other_labels(trained, tmp_path):
+    tmp, _ = trained
+    state = torch.load(tmp / "models" / "model.pt", weights_only=True)
+    meta = Classifier.decode_extra_state(state["_extra_state"])
+    state["_extra_state"] = {**meta, "label_names": ["a", "b", "c", "d"]}
+    torch.save(state, tmp_path / "other.pt")
+    wf = workflow("inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"))
+    with pytest.raises(Exception) as err:
+        wf.run()
+    assert "ValueError: the loaded model was trained for labels ['a', 'b', 'c', 'd']" in error_chain(err.value)
+
+
+def test_torchscript_export_matches_eager(trained, tmp_path):
+    tmp, _ = trained
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").symlink_to(BUNDLE / "configs")
+    out = bt.export_torchscript(bundle, ckpt_file=tmp / "models" / "model.pt", filepath=bundle / "models" / "model.ts",
+                                image_size=[64, 64], width=8)
+    ts = torch.jit.load(str(out))
+    net = workflow("inference", tmp).parser.get_parsed_content("network_def")
+    x = torch.randn(2, 1, 64, 64)
+    net.load_state_dict(torch.load(tmp / "models" / "model.pt", weights_only=True))
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(ts(x), net(x), atol=1e-5)
+    assert torch.allclose(ts.thresholds, torch.full((4,), 0.5))
+
+
+def test_resume_continues_from_last_checkpoint(trained):
+    tmp, _ = trained
+    before = torch.load(tmp / "models" / "last.pt", weights_only=True)
+    wf = workflow("train", tmp, max_epochs=1, resume=True)
+    with pytest.raises(Exception) as err:  # max_epochs is part of the run's identity
+        workflow("train", tmp, max_epochs=2).run()
+    assert "last.pt belongs to a different run" in error_chain(err.value)
+    wf.run()  # same run: already complete, nothing retrained
+    after = torch.load(tmp / "models" / "last.pt", weights_only=True)
+    assert after["trainer"] == before["trainer"]
+
+
+def test_unknown_label_names_stop_before_training(tmp_path):
+    wf = workflow("train", tmp_path, label_names=["nodule", "pneumonia"])
+    with pytest.raises(Exception) as err:
+        wf.run()
+    chain = error_chain(err.value)
+    assert "datalist.csv: label names ['pneumonia'] are not columns of the CSV" in chain
+    assert not (tmp_path / "models").exists()  # stopped before any training

@@ -1,0 +1,197 @@
+"""Engines (precision, non-finite guard) and handlers (checkpoints/resume, early stop, predictions) on a tiny model."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.data import DataLoader
+from monai.handlers import ValidationHandler
+from monai.transforms import Activationsd
+
+from medclass.engines import Evaluator, Trainer, resolve_precision
+from medclass.handlers import CheckpointManager, EarlyStopping, MeanAUC, PredictionWriter
+from medclass.losses import MaskedBCEWithLogitsLoss
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self, c=2):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, c)
+        self.register_buffer("thresholds", torch.full((c,), 0.5))
+        self.label_names = ["a", "b"][:c]
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def items(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        y = rng.integers(0, 2, 2).astype(np.float32)
+        x = (rng.normal(size=(1, 4)) + y.repeat(2)[None]).astype(np.float32)
+        out.append({"image": torch.as_tensor(x), "label": torch.as_tensor(y), "id": f"img{i:03d}"})
+    return out
+
+
+def make(tmp_path, max_epochs=2, resume=True, fingerprint=None, loss=None, patience=0, seed=0):
+    torch.manual_seed(seed)
+    net = Tiny()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    post = Activationsd(keys="pred", sigmoid=True)
+    evaluator = Evaluator(
+        device="cpu", val_data_loader=DataLoader(items(12, 1), batch_size=4), network=net,
+        postprocessing=post, key_val_metric={"val_mean_auc": MeanAUC()}, precision="fp32",
+    )
+    manager = CheckpointManager(tmp_path / "models", net, opt, evaluator=evaluator, resume=resume,
+                                fingerprint=fingerprint or {"arch": "tiny"})
+    handlers = [ValidationHandler(1, evaluator), manager, EarlyStopping(evaluator, patience=patience)]
+    trainer = Trainer(
+        device="cpu", max_epochs=max_epochs, train_data_loader=DataLoader(items(), batch_size=4, shuffle=False),
+        network=net, optimizer=opt, loss_function=loss or MaskedBCEWithLogitsLoss(), train_handlers=handlers,
+        precision="fp32", decollate=False,
+    )
+    return net, trainer, evaluator, manager
+
+
+def test_precision_resolution():
+    assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision("half", "cpu")
+
+
+def test_bf16_trainer_learns_and_evaluator_returns_fp32(tmp_path):
+    net, trainer, evaluator, _ = make(tmp_path, max_epochs=6)
+    trainer.precision = evaluator.precision = "bf16"
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    trainer.run()
+    assert np.mean(losses[-6:]) < np.mean(losses[:6])
+    assert evaluator.state.output[0]["pred"].dtype == torch.float32
+    assert evaluator.state.metrics["val_mean_auc"] > 0.7
+
+
+def test_nonfinite_steps_are_skipped_then_raise(tmp_path):
+    calls = {"n": 0}
+    base = MaskedBCEWithLogitsLoss()
+
+    def loss(pred, y):
+        calls["n"] += 1
+        return base(pred, y) * (float("nan") if calls["n"] in (2, 3) else 1.0)
+
+    net, trainer, _, _ = make(tmp_path, max_epochs=1, loss=loss)
+    snapshots = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: snapshots.append(net.fc.weight.detach().clone()))
+    trainer.run()
+    assert trainer.nonfinite_steps == 2
+    assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])  # steps 2, 3 skipped
+    assert not torch.equal(snapshots[2], snapshots[3])
+    assert torch.isfinite(net.fc.weight).all()
+
+    net, trainer, _, _ = make(tmp_path / "b", max_epochs=1, loss=lambda p, y: base(p, y) * float("nan"))
+    trainer.max_nonfinite_steps = 3
+    with pytest.raises(FloatingPointError, match="3 consecutive"):
+        trainer.run()
+
+
+def test_checkpoints_and_resume(tmp_path):
+    net, trainer, evaluator, _ = make(tmp_path, max_epochs=2)
+    trainer.run()
+    last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert last["trainer"]["epoch"] == 2 and "fc.weight" in best and "thresholds" in best
+    assert last["best_metric_epoch"] == evaluator.state.best_metric_epoch
+    weights_after_2 = net.fc.weight.detach().clone()
+
+    # a new run with more epochs continues from epoch 2 instead of starting over
+    net2, trainer2, evaluator2, manager2 = make(tmp_path, max_epochs=4, seed=123)
+    epochs_run = []
+    trainer2.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
+    loaded = []
+    trainer2.add_event_handler(Events.ITERATION_STARTED, lambda e: loaded.append(net2.fc.weight.detach().clone()))
+    trainer2.run()
+    assert manager2.resumed_from_epoch == 2
+    assert epochs_run == [3, 4]
+    assert torch.equal(loaded[0], weights_after_2)
+    assert evaluator2.state.best_metric >= last["best_metric"]
+
+    with pytest.raises(ValueError, match="different run"):
+        make(tmp_path, max_epochs=5, fingerprint={"arch": "other"})[1].run()
+    # resume: false starts over
+    _, trainer3, _, _ = make(tmp_path, max_epochs=1, resume=False, fingerprint={"arch": "other"})
+    trainer3.run()
+    assert trainer3.state.epoch == 1
+
+
+def test_damaged_last_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="last.pt: cannot load"):
+        make(tmp_path)[1].run()
+
+
+def test_early_stopping_uses_best_metric_epoch(tmp_path):
+    net, trainer, evaluator, _ = make(tmp_path, max_epochs=30, patience=2)
+    net.fc.weight.data.zero_()
+    trainer.optimizer.param_groups[0]["lr"] = 0.0  # nothing improves after epoch 1
+    trainer.run()
+    assert evaluator.state.best_metric_epoch == 1
+    assert trainer.state.epoch == 3
+
+
+def _evaluate(tmp_path, data, net, **kw):
+    writer = PredictionWriter(tmp_path / "eval", ["a", "b"], network=net, metrics_filename="metrics.json", **kw)
+    ev = Evaluator(device="cpu", val_data_loader=DataLoader(data, batch_size=5), network=net,
+                   postprocessing=Activationsd(keys="pred", sigmoid=True), val_handlers=[writer], precision="fp32")
+    ev.run()
+    return writer
+
+
+def test_prediction_writer_csv_thresholds_and_metrics(tmp_path):
+    torch.manual_seed(0)
+    net = Tiny()
+    net.thresholds.copy_(torch.tensor([0.3, 0.9]))
+    data = items(13)
+    data[0]["label"] = torch.tensor([float("nan"), 1.0])
+    _evaluate(tmp_path, data, net)
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+    assert list(rows[0]) == ["id", "prob_a", "prob_b", "pred_a", "pred_b", "label_a", "label_b"]
+    assert [r["id"] for r in rows] == [f"img{i:03d}" for i in range(13)]
+    with torch.no_grad():
+        probs = torch.sigmoid(net(torch.stack([d["image"] for d in data]))).numpy()
+    got = np.array([[float(r["prob_a"]), float(r["prob_b"])] for r in rows])
+    np.testing.assert_allclose(got, probs, atol=1e-5)
+    dec = np.array([[int(r["pred_a"]), int(r["pred_b"])] for r in rows])
+    np.testing.assert_array_equal(dec, (probs >= [0.3, 0.9]).astype(int))
+    assert rows[0]["label_a"] == ""
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 13 and metrics["thresholds"] == {"a": pytest.approx(0.3), "b": pytest.approx(0.9)}
+    assert metrics["per_label"]["a"]["unknown"] == 1
+
+
+def test_prediction_writer_without_labels_and_label_mismatch(tmp_path):
+    net = Tiny()
+    data = [{"image": d["image"], "id": d["id"]} for d in items(7)]
+    _evaluate(tmp_path, data, net)
+    header = next(csv.reader(open(tmp_path / "eval" / "predictions.csv")))
+    assert header == ["id", "prob_a", "prob_b", "pred_a", "pred_b"]
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    net.label_names = ["x", "y"]
+    with pytest.raises(ValueError, match=r"trained for labels \['x', 'y'\]"):
+        _evaluate(tmp_path, data, net)
+
+
+def test_rows_written_before_a_failure_survive(tmp_path):
+    net = Tiny()
+    data = items(15)
+    data[12]["image"] = torch.zeros(1, 5)  # wrong shape: the third batch fails
+    with pytest.raises(RuntimeError):
+        _evaluate(tmp_path, data, net)
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+    assert len(rows) == 10

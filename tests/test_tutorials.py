@@ -1,0 +1,22 @@
+"""Tutorials run end to end with tiny settings."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+
+
+def test_tutorial_01_chest_xray_bundle(real_data, tmp_path):
+    res = subprocess.run([sys.executable, str(TUTORIALS / "01_chest_xray_bundle.py"), "--tiny", "--workdir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert len(metrics["per_label"]) == 14 and metrics["n"] > 100
+    rows = list(csv.DictReader(open(tmp_path / "predictions" / "predictions.csv")))
+    assert sorted(r["id"] for r in rows) == sorted(p.stem for p in (real_data / "dicom" / "chest_xray").glob("*.dcm"))
+    for r in rows:
+        assert 0.0 <= float(r["prob_Effusion"]) <= 1.0
+    assert "python -m monai.bundle run" in res.stdout  # the commands are shown to the reader
