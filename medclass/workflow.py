@@ -51,11 +51,25 @@ def prepare_data(
     if datalist is None or str(datalist) == "":
         if dataset_dir is None:
             raise ValueError("no datalist given and no dataset_dir for the synthetic phantom set")
-        datalist = ensure_phantoms(dataset_dir, **(phantoms or {}))
+        datalist = _on_rank0_first(lambda: ensure_phantoms(dataset_dir, **(phantoms or {})))
     data = load_datalist(datalist, label_names, task=task, dataset_dir=dataset_dir, check_files=check_files)
     data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
     log_split_report(data.splits, data.label_names)
     return data
+
+
+def _on_rank0_first(fn):
+    """Run ``fn`` on rank 0, then on the other ranks (which then find its files), when distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn()
+    if dist.get_rank() == 0:
+        result = fn()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return fn()
 
 
 def loss_for(data, name: str = "auto", label_smoothing: float = 0.0, gamma: float = 2.0, pos_weight: bool = True):
@@ -120,10 +134,9 @@ def inference_items(source=None, data_args: dict | None = None) -> list[dict]:
         if path.is_dir():
             paths = _image_files(path)
         elif path.name.lower().endswith((".csv", ".json", ".npz")):
-            from medclass.data import load_datalist
+            from medclass.data import load_image_list
 
-            dl = load_datalist(path, dataset_dir=dataset_dir, check_files=True, require_labels=False)
-            return [{"image": it["image"], "id": it["id"]} for split in dl.splits.values() for it in split]
+            return load_image_list(path, dataset_dir=dataset_dir)
         else:
             paths = [path]
     items = []

@@ -10,7 +10,7 @@ Public API::
 
 from __future__ import annotations
 
-from medclass.data.datalist import IMAGE_EXTENSIONS, SPLIT_NAMES, TASKS, Datalist, canonical_split, load_datalist
+from medclass.data.datalist import IMAGE_EXTENSIONS, SPLIT_NAMES, TASKS, Datalist, canonical_split, load_datalist, load_image_list
 from medclass.data.labels import (
     CXR14_LABELS,
     NO_FINDING,
@@ -50,6 +50,7 @@ __all__ = [
     "label_prevalence",
     "labels_from_findings",
     "load_datalist",
+    "load_image_list",
     "load_medmnist",
     "log_split_report",
     "make_phantoms",

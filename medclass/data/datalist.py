@@ -989,3 +989,75 @@ def load_datalist(
 
         return load_medmnist(path, label_names, task=task)
     raise ValueError(f"{path}: unsupported datalist source; use a .csv, .tsv, .json, .npz file or a class folder tree")
+
+
+def load_image_list(
+    source: str | os.PathLike,
+    *,
+    dataset_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
+    image_key: str | None = None,
+) -> list[dict[str, Any]]:
+    """Images to predict on, without labels: ``[{"image": path or array, "id": str}, ...]``.
+
+    Args:
+        source: a CSV/TSV with an image column (as for :func:`load_datalist`; label columns are ignored), a
+            MONAI-style JSON datalist (every split's entries, or a plain list of entries/paths), or a MedMNIST
+            ``.npz`` (every split).
+        dataset_dir: folder relative paths start from (default: the file's folder).
+        check_files: check up front that every image exists.
+        image_key: the CSV column or JSON key holding the image (default: the usual candidates).
+
+    Raises:
+        FileNotFoundError: the source or an image is missing (naming the row/entry).
+        ValueError: no image column, or no image listed.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: image list not found")
+    base = str(Path(dataset_dir).resolve()) if dataset_dir is not None else str(path.resolve().parent)
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        from medclass.data.medmnist import load_medmnist
+
+        return [{"image": it["image"], "id": it["id"]} for split in load_medmnist(path).splits.values() for it in split]
+    entries: list[tuple[str, str | None, str]] = []  # (image, explicit id, where)
+    if name.endswith(".json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read JSON ({exc})") from exc
+        groups = doc.items() if isinstance(doc, dict) else [("entries", doc)]
+        for split, items in groups:
+            if not isinstance(items, list):
+                continue
+            for i, it in enumerate(items):
+                where = f"{split}[{i}]"
+                image = it if isinstance(it, str) else it.get(image_key or "image") if isinstance(it, dict) else None
+                if not isinstance(image, str):
+                    raise ValueError(f"{path}: {where}: no image path")
+                entries.append((image, it.get("id") if isinstance(it, dict) else None, where))
+    else:
+        delimiter = "\t" if name.endswith(".tsv") else ","
+        with open(path, newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{path}: empty CSV")
+            keys = {normalize_name(h): i for i, h in enumerate(header)}
+            col = _find_column(keys, [image_key] if image_key else _IMAGE_COLUMNS)
+            if col is None:
+                raise ValueError(f"{path}: no image column ({', '.join(_IMAGE_COLUMNS)}); columns present: {header}")
+            id_col = keys.get(normalize_name("id"))
+            for row_no, row in enumerate(reader, start=2):
+                if not row or not any(c.strip() for c in row):
+                    continue
+                explicit = row[id_col].strip() if id_col is not None and id_col < len(row) and row[id_col].strip() else None
+                entries.append((row[col].strip(), explicit, f"row {row_no}"))
+    if not entries:
+        raise ValueError(f"{path}: lists no image")
+    paths = [_resolve(image, base) for image, _, _ in entries]
+    if check_files:
+        _check_files([(where, p) for p, (_, _, where) in zip(paths, entries) if not os.path.exists(p)], str(path))
+    ids = _assign_ids(paths, [e for _, e, _ in entries], [w for _, _, w in entries], str(path))
+    return [{"image": p, "id": i} for p, i in zip(paths, ids)]

@@ -172,3 +172,33 @@ def test_unknown_label_names_stop_before_training(tmp_path):
     chain = error_chain(err.value)
     assert "datalist.csv: label names ['pneumonia'] are not columns of the CSV" in chain
     assert not (tmp_path / "models").exists()  # stopped before any training
+
+
+def test_truncated_image_stops_before_training_naming_the_file(tmp_path):
+    from medclass.data import ensure_phantoms
+
+    ensure_phantoms(tmp_path / "data", **TINY["phantoms"])
+    victim = sorted((tmp_path / "data" / "images").glob("*.png"))[5]
+    victim.write_bytes(victim.read_bytes()[:60])
+    wf = workflow("train", tmp_path, max_epochs=1)
+    with pytest.raises(Exception) as err:
+        wf.run()
+    chain = error_chain(err.value)
+    assert f"{victim}: cannot read image" in chain
+    assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_multi_process_training_with_gloo(tmp_path):
+    """multi_gpu_train with 2 CPU processes (gloo): trains, rank 0 writes the checkpoints."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "--config_file",
+           "['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']",
+           "--bundle_root", str(BUNDLE), "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"),
+           "--log_dir", str(tmp_path / "runs"), "--max_epochs", "1", "--image_size", "[64, 64]", "--width", "8",
+           "--batch_size", "8", "--phantoms", json.dumps(TINY["phantoms"]), "--progress_bar", "false",
+           "--num_threads", "1"]
+    res = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
+    assert last["trainer"]["epoch"] == 1
+    assert not any(k.startswith("module.") for k in last["network"])  # unwrapped from DDP
