@@ -14,7 +14,7 @@ def test_tutorial_01_chest_xray_bundle(real_data, tmp_path):
                           str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert len(metrics["per_label"]) == 14 and metrics["n"] > 100
+    assert len(metrics["per_label"]) == 14 and metrics["n"] >= 40  # 15% of the 334 tiny-run images
     rows = list(csv.DictReader(open(tmp_path / "predictions" / "predictions.csv")))
     assert sorted(r["id"] for r in rows) == sorted(p.stem for p in (real_data / "dicom" / "chest_xray").glob("*.dcm"))
     for r in rows:
