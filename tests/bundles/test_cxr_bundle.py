@@ -202,3 +202,23 @@ def test_multi_process_training_with_gloo(tmp_path):
     last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
     assert last["trainer"]["epoch"] == 1
     assert not any(k.startswith("module.") for k in last["network"])  # unwrapped from DDP
+
+
+def test_training_can_start_from_local_weights(trained, tmp_path):
+    tmp, _ = trained
+    ckpt = tmp / "models" / "model.pt"
+    net = workflow("train", tmp_path, pretrained=str(ckpt)).parser.get_parsed_content("network")
+    state = torch.load(ckpt, weights_only=True)
+    assert torch.equal(net.state_dict()["backbone.fc.weight"], state["backbone.fc.weight"])
+    # a checkpoint for other labels: refused as is, accepted for the backbone with skip_head
+    other = {k: v for k, v in state.items() if k != "_extra_state"}
+    other["backbone.fc.weight"] = torch.zeros(2, state["backbone.fc.weight"].shape[1])
+    other["backbone.fc.bias"] = torch.zeros(2)
+    other["thresholds"] = torch.full((2,), 0.5)
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(Exception) as err:
+        workflow("train", tmp_path, pretrained=str(tmp_path / "other.pt")).parser.get_parsed_content("network")
+    assert "other.pt" in error_chain(err.value)
+    net = workflow("train", tmp_path, pretrained=str(tmp_path / "other.pt"),
+                   pretrained_skip_head=True).parser.get_parsed_content("network")
+    assert torch.equal(net.state_dict()["backbone.layer1.0.conv1.weight"], state["backbone.layer1.0.conv1.weight"])
