@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "cxr_classification"
 sys.path.insert(0, str(ROOT))

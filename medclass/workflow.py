@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medclass.utils import flag
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
@@ -47,6 +49,8 @@ def prepare_data(
         A :class:`medclass.data.Datalist` with ``training``, ``validation`` and ``test`` splits.
     """
     from medclass.data import ensure_phantoms, ensure_splits, load_datalist, log_split_report
+
+    resplit, check_files = flag(resplit, "resplit"), flag(check_files, "check_files")
 
     if datalist is None or str(datalist) == "":
         if dataset_dir is None:

@@ -195,3 +195,10 @@ def test_rows_written_before_a_failure_survive(tmp_path):
         _evaluate(tmp_path, data, net)
     rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
     assert len(rows) == 10
+
+
+def test_resume_false_as_a_command_line_string_starts_over(tmp_path):
+    make(tmp_path, max_epochs=1)[1].run()
+    _, trainer, _, manager = make(tmp_path, max_epochs=1, resume="false")
+    trainer.run()
+    assert manager.resumed_from_epoch is None and trainer.state.epoch == 1

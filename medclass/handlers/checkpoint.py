@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.utils import flag
+
 logger = logging.getLogger(__name__)
 
 
@@ -69,11 +71,11 @@ class CheckpointManager:
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.evaluator = evaluator
-        self.resume = resume
+        self.resume = flag(resume, "resume")
         self.fingerprint = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (fingerprint or {}).items()}
         self.best_path = self.ckpt_dir / best_filename
         self.last_path = self.ckpt_dir / last_filename
-        self.enabled = enabled
+        self.enabled = flag(enabled, "enabled")
         self.resumed_from_epoch: int | None = None
 
     def attach(self, trainer: Engine) -> None:
