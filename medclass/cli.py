@@ -38,6 +38,18 @@ def _export(args) -> int:
     return 0
 
 
+def _sync(args) -> int:
+    from medclass.bundle_tools import sync_bundle
+
+    bad = 0
+    for bundle in args.bundles:
+        stale = sync_bundle(bundle, check=args.check)
+        verb = "out of date" if args.check else "updated"
+        print(f"{bundle}: {verb}: {', '.join(stale)}" if stale else f"{bundle}: up to date")
+        bad += bool(stale)
+    return 1 if (args.check and bad) else 0
+
+
 def _split(args) -> int:
     from medclass.workflow import prepare_data
     from medclass.data import split_report
@@ -69,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: BUNDLE/models/model.pt)")
     p.add_argument("--output", type=Path, default=None, help="output file (default: BUNDLE/models/model.ts)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("sync-bundles", help="write the shared workflow configs (medclass/bundle_configs) into bundles")
+    p.add_argument("bundles", nargs="+", type=Path)
+    p.add_argument("--check", action="store_true", help="only report bundles whose configs are out of date")
+    p.set_defaults(func=_sync)
 
     p = sub.add_parser("split", help="load a datalist, make patient-disjoint splits and print their report")
     p.add_argument("datalist")
