@@ -1,30 +1,43 @@
-"""Image reading and preset transform pipelines for 2D radiographs and 3D volumes.
+"""Image reading and preset transform pipelines for 2D radiographs and 3D CT / MR volumes.
 
-Conventions: images are channel-first ``float32``, ``(1, H, W)`` for 2D (rows top to bottom,
-columns left to right, as displayed) and ``(1, D, H, W)`` for 3D arrays. See
-:mod:`medclass.transforms.io` for the reading rules and :mod:`medclass.transforms.presets` for the
-pipelines.
+Conventions: images are channel-first ``float32``. 2D: ``(1, H, W)`` (rows top to bottom, columns
+left to right, as displayed). 3D arrays (e.g. MedMNIST): ``(1, D, H, W)`` in the order given, with an
+identity affine. 3D files (NIfTI, DICOM series folders and multi-frame files, ITK formats):
+``(1, I, J, K)`` in voxel-index order (DICOM: columns, rows, slices) with the voxel-to-world RAS affine
+on the :class:`~monai.data.MetaTensor`; the ``ct`` / ``mr`` presets reorient them to ``(1, X, Y, Z)``
+along Right, Anterior, Superior. See :mod:`medclass.transforms.io` for the reading rules and
+:mod:`medclass.transforms.presets` for the pipelines.
 """
 
 from __future__ import annotations
 
 from medclass.transforms.array import (
+    CT_WINDOWS,
     AdaptiveResize,
     AdaptiveResized,
+    CropOrPad,
+    CropOrPadd,
     LabelToTensor,
     LabelToTensord,
     RobustScaleIntensity,
     RobustScaleIntensityd,
+    WindowIntensity,
+    WindowIntensityd,
+    ZScoreIntensity,
+    ZScoreIntensityd,
+    resolve_window,
 )
 from medclass.transforms.io import META_KEYS, ReadImage, ReadImaged, read_image
 from medclass.transforms.presets import (
     DEFAULT_AUGMENT,
+    OPTION_NAMES,
     PRESETS,
     Preset,
     build_transforms,
     first_random_index,
     register_preset,
     resolve_augment,
+    resolve_options,
     transform_error,
 )
 
@@ -33,17 +46,27 @@ __all__ = [
     "read_image",
     "ReadImage",
     "ReadImaged",
+    "CT_WINDOWS",
+    "resolve_window",
     "RobustScaleIntensity",
     "RobustScaleIntensityd",
+    "WindowIntensity",
+    "WindowIntensityd",
+    "ZScoreIntensity",
+    "ZScoreIntensityd",
     "AdaptiveResize",
     "AdaptiveResized",
+    "CropOrPad",
+    "CropOrPadd",
     "LabelToTensor",
     "LabelToTensord",
     "DEFAULT_AUGMENT",
+    "OPTION_NAMES",
     "Preset",
     "PRESETS",
     "register_preset",
     "resolve_augment",
+    "resolve_options",
     "build_transforms",
     "first_random_index",
     "transform_error",

@@ -1,48 +1,85 @@
-"""Preset transform pipelines (``cxr``, ``generic``) and their registry.
+"""Preset transform pipelines (``cxr``, ``generic``, ``ct``, ``mr``) and their registry.
 
 A pipeline is::
 
-    ReadImaged -> LabelToTensord -> intensity scaling to [0, 1] -> [pre_resize hook] -> AdaptiveResized
+    ReadImaged -> LabelToTensord -> [spatial hook: orientation, spacing]
+    -> intensity ([0, 1] percentile scaling, or the preset's hook: CT window, MR percentile / z-score)
+    -> [pre_resize hook] -> size (AdaptiveResized, or CropOrPadd with size_mode="crop_pad")
     ---- deterministic above (MONAI CacheDataset caches it), random below ----
-    [train only] RandFlipd (last axis) -> RandAffined -> RandAdjustContrastd
-    -> NormalizeIntensityd ((x - 0.5) / 0.25) -> EnsureTyped (image float32 MetaTensor)
+    [train only] RandFlipd (per flip axis) -> RandAffined (rotate / zoom / translate)
+    -> RandAdjustContrastd (gamma) -> RandScaleIntensityd -> RandShiftIntensityd
+    -> NormalizeIntensityd (fixed, (x - 0.5) / 0.25 unless the preset says otherwise) -> EnsureTyped
+
+Presets:
+
+* ``cxr``: 2D radiographs (DICOM window + MONOCHROME1 inversion, 0.5/99.5 percentile scaling).
+* ``generic``: already-normalised arrays (MedMNIST 2D ``(H, W)`` / 3D ``(D, H, W)``), min-max scaling.
+* ``ct``: Hounsfield units (no DICOM window), orientation to ``axcodes`` (RAS), optional resampling
+  to ``spacing`` mm, a CT ``window`` by name (:data:`~medclass.transforms.array.CT_WINDOWS`) or
+  ``(level, width)`` mapped onto ``[0, 1]`` and clipped, then resize or crop/pad to ``image_size``.
+* ``mr``: orientation, optional ``spacing``, per-volume ``mr_norm``: ``"percentile"`` (``percentiles``
+  0.5/99.5 -> ``[0, 1]``) or ``"zscore"`` (body mean 0 / std 1; the final fixed normalisation is then
+  the identity), then resize or crop/pad.
+
+3D axis order: arrays keep their ``(D, H, W)`` order (identity affine); files (NIfTI, DICOM series /
+multi-frame, ITK) are read in voxel-index order ``(I, J, K)`` with their RAS affine, and ``ct`` / ``mr``
+reorient them so that the output ``(1, X, Y, Z)`` runs towards the patient's Right, Anterior and
+Superior (``axcodes="RAS"``): ``image_size`` and ``spacing`` are given in that order, and the
+left-right axis (the default flip axis) is axis 0.
 
 Output per item: ``image`` a ``float32`` :class:`monai.data.MetaTensor` of shape ``(1, *image_size)``
-(about ``[-2, 2]`` after the fixed normalisation), ``label`` a ``float32`` tensor ``(C,)`` with NaN
-for unknown; every other field of the item (``id``, ``patient_id``, ...) passes through untouched.
+(about ``[-2, 2]`` after the fixed normalisation), its ``affine`` following every spatial step;
+``label`` a ``float32`` tensor ``(C,)`` with NaN for unknown; every other field of the item (``id``,
+``patient_id``, ...) passes through untouched.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import (
     Compose,
     EnsureTyped,
     NormalizeIntensityd,
+    Orientationd,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Spacingd,
     Transform,
 )
 from monai.transforms.traits import RandomizableTrait
 
-from medclass.transforms.array import AdaptiveResized, LabelToTensord, RobustScaleIntensityd
+from medclass.transforms.array import (
+    AdaptiveResized,
+    CropOrPadd,
+    LabelToTensord,
+    RobustScaleIntensityd,
+    WindowIntensityd,
+    ZScoreIntensityd,
+    resolve_window,
+)
 from medclass.transforms.io import ReadImaged
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_AUGMENT",
+    "OPTION_NAMES",
     "Preset",
     "PRESETS",
     "register_preset",
     "resolve_augment",
+    "resolve_options",
     "build_transforms",
     "first_random_index",
     "transform_error",
@@ -50,47 +87,70 @@ __all__ = [
 
 #: Training augmentation defaults (a preset's ``augment`` and the ``augment`` argument override them).
 DEFAULT_AUGMENT: dict[str, Any] = {
-    "flip_prob": 0.5,  # RandFlip along the last (left-right) axis
+    "flip_prob": 0.5,  # RandFlip probability, per flip axis
+    "flip_axes": None,  # spatial axes flipped (each on its own); None: the left-right axis (see build_transforms)
     "rotate_deg": 10.0,  # RandAffine rotation range +-degrees (about every axis in 3D)
     "zoom": 0.1,  # RandAffine scale range +-fraction
     "translate": 0.05,  # RandAffine translation range +-fraction of the image size
     "contrast_gamma": (0.8, 1.25),  # RandAdjustContrast gamma range, None to disable
-    "prob": 0.5,  # probability of RandAffine and RandAdjustContrast
+    "intensity_scale": 0.0,  # RandScaleIntensity: x * (1 + U(-s, s)); 0 disables
+    "intensity_shift": 0.0,  # RandShiftIntensity: x + U(-s, s) (units of the [0, 1] scaled image); 0 disables
+    "prob": 0.5,  # probability of RandAffine, RandAdjustContrast and the intensity scale / shift
     "affine_prob": None,  # overrides "prob" for RandAffine
     "contrast_prob": None,  # overrides "prob" for RandAdjustContrast
+    "intensity_prob": None,  # overrides "prob" for RandScaleIntensity / RandShiftIntensity
     "padding_mode": "zeros",  # RandAffine padding: "zeros", "border" or "reflection"
 }
 _AUGMENT_KEYS = frozenset(DEFAULT_AUGMENT) | {"enabled"}
+
+#: Every preset option :func:`build_transforms` knows (a preset accepts those in its ``options``,
+#: plus ``size_mode`` always and ``percentiles`` when it uses the built-in percentile scaling).
+OPTION_NAMES = ("size_mode", "window", "spacing", "axcodes", "mr_norm", "percentiles")
+_SIZE_MODES = ("resize", "crop_pad")
+_MR_NORMS = ("percentile", "zscore")
+_AXCODE_PAIRS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 @dataclass(frozen=True)
 class Preset:
     """How :func:`build_transforms` builds one kind of pipeline.
 
+    Hooks return lists of deterministic transforms; ``spatial`` is called as
+    ``f(image_key, spatial_dims, options)``, ``intensity`` and ``pre_resize`` as
+    ``f(image_key, spatial_dims)`` or, when they take a third argument, ``f(image_key, spatial_dims,
+    options)`` with ``options`` the resolved option dict (see :func:`resolve_options`).
+
     Attributes:
         name: registry key.
         description: one line for listings.
         voi: apply DICOM VOI LUT / window center-width when reading.
         percentiles: ``(lower, upper)`` for per-image robust scaling to ``[0, 1]``; ignored when
-            ``intensity`` is given.
-        intensity: optional ``f(image_key, spatial_dims) -> list[Transform]`` replacing the percentile
-            scaling (e.g. a fixed CT HU window); must map intensities to about ``[0, 1]``.
-        pre_resize: optional ``f(image_key, spatial_dims) -> list[Transform]`` of deterministic
-            transforms run before the resize (e.g. orientation / spacing for 3D).
+            ``intensity`` is given (the ``percentiles`` option overrides it).
+        intensity: optional hook replacing the percentile scaling (e.g. a fixed CT HU window); must
+            map intensities to about ``[0, 1]`` (or match ``normalize``).
+        pre_resize: optional hook of deterministic transforms run after the intensity step, before the
+            resize / crop-pad.
         augment: overrides of :data:`DEFAULT_AUGMENT` for this preset.
-        normalize: ``(subtrahend, divisor)`` of the final fixed normalisation.
+        normalize: ``(subtrahend, divisor)`` of the final fixed normalisation, or
+            ``f(options) -> (subtrahend, divisor)``.
         spatial_dims: the spatial dims this preset supports.
+        spatial: optional hook of deterministic geometry transforms run right after reading (before
+            the intensity step), e.g. orientation and resampling.
+        options: the options this preset accepts beyond ``size_mode`` / ``percentiles``, with their
+            defaults (``None`` passed for an option means "use this default").
     """
 
     name: str
     description: str = ""
     voi: bool = True
     percentiles: tuple[float, float] = (0.5, 99.5)
-    intensity: Callable[[str, int], list[Transform]] | None = None
-    pre_resize: Callable[[str, int], list[Transform]] | None = None
+    intensity: Callable[..., list[Transform]] | None = None
+    pre_resize: Callable[..., list[Transform]] | None = None
     augment: Mapping[str, Any] = field(default_factory=dict)
-    normalize: tuple[float, float] = (0.5, 0.25)
+    normalize: tuple[float, float] | Callable[[Mapping[str, Any]], tuple[float, float]] = (0.5, 0.25)
     spatial_dims: tuple[int, ...] = (2, 3)
+    spatial: Callable[[str, int, Mapping[str, Any]], list[Transform]] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 #: Registered presets by name; add more with :func:`register_preset`.
@@ -112,6 +172,39 @@ def register_preset(preset: Preset, overwrite: bool = False) -> Preset:
     return preset
 
 
+# --------------------------------------------------------------------------------------------------
+# built-in presets
+
+
+def _orientation_and_spacing(key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+    """Orientation to ``axcodes`` (3D only: 2D images stay in display order), then resampling to ``spacing``."""
+    out: list[Transform] = []
+    if spatial_dims == 3 and options.get("axcodes"):
+        out.append(Orientationd(keys=[key], axcodes=options["axcodes"], labels=_AXCODE_PAIRS))
+    if options.get("spacing") is not None:
+        out.append(
+            Spacingd(
+                keys=[key], pixdim=options["spacing"], mode="bilinear", padding_mode="border", dtype=np.float32
+            )
+        )
+    return out
+
+
+def _ct_window(key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+    return [WindowIntensityd([key], window=options["window"])]
+
+
+def _mr_intensity(key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+    if options["mr_norm"] == "zscore":
+        return [ZScoreIntensityd([key])]
+    lo, hi = options["percentiles"]
+    return [RobustScaleIntensityd([key], lower=lo, upper=hi)]
+
+
+def _mr_normalize(options: Mapping[str, Any]) -> tuple[float, float]:
+    return (0.0, 1.0) if options["mr_norm"] == "zscore" else (0.5, 0.25)
+
+
 register_preset(
     Preset(
         name="cxr",
@@ -129,6 +222,134 @@ register_preset(
         augment={"contrast_gamma": None},
     )
 )
+register_preset(
+    Preset(
+        name="ct",
+        description="CT in HU: orientation (RAS), optional spacing, named or (level, width) window to [0, 1], "
+        "flip/affine/intensity scale+shift",
+        voi=False,
+        spatial=_orientation_and_spacing,
+        intensity=_ct_window,
+        options={"axcodes": "RAS", "spacing": None, "window": "soft_tissue"},
+        augment={"contrast_gamma": None, "intensity_scale": 0.1, "intensity_shift": 0.1},
+    )
+)
+register_preset(
+    Preset(
+        name="mr",
+        description="MR: orientation (RAS), optional spacing, per-volume percentile (0.5/99.5) or z-score "
+        "normalisation, flip/affine/gamma/intensity scale+shift",
+        voi=False,
+        spatial=_orientation_and_spacing,
+        intensity=_mr_intensity,
+        normalize=_mr_normalize,
+        options={"axcodes": "RAS", "spacing": None, "mr_norm": "percentile", "percentiles": (0.5, 99.5)},
+        augment={"intensity_scale": 0.1, "intensity_shift": 0.1, "padding_mode": "border"},
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# options
+
+
+def _check_axcodes(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 3:
+        raise ValueError(f"axcodes must be 3 letters such as 'RAS' or 'LPS', got {value!r}")
+    codes = value.upper()
+    pairs = sorted(next((i for i, pair in enumerate(_AXCODE_PAIRS) if c in pair), -1) for c in codes)
+    if pairs != [0, 1, 2]:
+        raise ValueError(f"axcodes must name each of L/R, P/A and I/S once (e.g. 'RAS', 'LPS'), got {value!r}")
+    return codes
+
+
+def _check_spacing(value: Any, spatial_dims: int) -> tuple[float, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,) * spatial_dims
+    try:
+        vals = tuple(value)
+    except TypeError:
+        raise ValueError(f"spacing must be None, a number or {spatial_dims} numbers (mm), got {value!r}") from None
+    if len(vals) != spatial_dims or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in vals
+    ):
+        raise ValueError(f"spacing must be None, a number or {spatial_dims} positive numbers (mm), got {value!r}")
+    return tuple(float(v) for v in vals)
+
+
+def _check_percentiles(value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"percentiles must be (lower, upper), got {value!r}") from None
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {value!r}")
+    return lo, hi
+
+
+def resolve_options(preset: Preset | str, spatial_dims: int = 3, **options: Any) -> dict[str, Any]:
+    """The full, validated option dict a preset's pipeline is built with.
+
+    Args:
+        preset: a :class:`Preset` or registered name.
+        spatial_dims: 2 or 3 (``spacing`` needs that many values).
+        **options: option values; ``None`` means the preset's default. Known options:
+            ``size_mode`` (``"resize"`` | ``"crop_pad"``, every preset), ``window`` (``ct``),
+            ``spacing`` / ``axcodes`` (``ct``, ``mr``), ``mr_norm`` (``mr``), ``percentiles``
+            (``mr`` and presets using the built-in percentile scaling: ``cxr``, ``generic``), plus any
+            declared in a custom preset's ``options``.
+
+    Returns:
+        Every option the preset accepts, with defaults filled in and values normalised (``window``
+        as ``(level, width)``, ``spacing`` as a tuple of floats or None, ``axcodes`` upper case).
+
+    Raises:
+        ValueError: unknown option, an option the preset does not take (given a non-None value), or
+            an invalid value.
+    """
+    p = _get_preset(preset)
+    defaults: dict[str, Any] = {"size_mode": "resize"}
+    if p.intensity is None:
+        defaults["percentiles"] = tuple(p.percentiles)
+    defaults.update(dict(p.options))
+    out = dict(defaults)
+    for k, v in options.items():
+        if k not in defaults:
+            if k not in OPTION_NAMES:
+                raise ValueError(
+                    f"unknown option {k!r} for preset {p.name!r}; known options {list(OPTION_NAMES)}, this preset "
+                    f"takes {sorted(defaults)}"
+                )
+            if v is not None:
+                raise ValueError(f"option {k!r} does not apply to preset {p.name!r} (it takes {sorted(defaults)})")
+            continue
+        if v is not None:
+            out[k] = v
+    if out["size_mode"] not in _SIZE_MODES:
+        raise ValueError(f"size_mode must be one of {_SIZE_MODES}, got {out['size_mode']!r}")
+    if "window" in out:
+        out["window"] = resolve_window(out["window"])
+    if out.get("spacing") is not None:
+        out["spacing"] = _check_spacing(out["spacing"], spatial_dims)
+    if out.get("axcodes") is not None:
+        out["axcodes"] = _check_axcodes(out["axcodes"])
+    if "mr_norm" in out and out["mr_norm"] not in _MR_NORMS:
+        raise ValueError(f"mr_norm must be one of {_MR_NORMS}, got {out['mr_norm']!r}")
+    if out.get("percentiles") is not None:
+        out["percentiles"] = _check_percentiles(out["percentiles"])
+    return out
+
+
+def _call_hook(fn: Callable[..., Any], key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+    """Call a hook with ``options`` when it takes a third argument, else as ``fn(key, spatial_dims)``."""
+    try:
+        inspect.signature(fn).bind(key, spatial_dims, options)
+        takes_options = True
+    except TypeError:
+        takes_options = False
+    except ValueError:  # no signature (some builtins): the historical two-argument form
+        takes_options = False
+    return list(fn(key, spatial_dims, options) if takes_options else fn(key, spatial_dims))
 
 
 def _prob(cfg: Mapping[str, Any], key: str) -> float:
@@ -154,8 +375,9 @@ def resolve_augment(augment: Mapping[str, Any] | bool | None, preset: Preset | s
         preset: a :class:`Preset` or registered name.
 
     Returns:
-        The full, validated settings (``affine_prob`` / ``contrast_prob`` filled in), or ``None``
-        when augmentation is disabled.
+        The full, validated settings (``affine_prob`` / ``contrast_prob`` / ``intensity_prob`` filled
+        in, ``flip_axes`` a tuple or None), or ``None`` when augmentation is disabled. The flip axes'
+        range is checked by :func:`build_transforms`, which knows ``spatial_dims``.
     """
     p = _get_preset(preset)
     if augment is False:
@@ -172,11 +394,24 @@ def resolve_augment(augment: Mapping[str, Any] | bool | None, preset: Preset | s
     cfg = {**DEFAULT_AUGMENT, **dict(p.augment), **{k: v for k, v in augment.items() if k != "enabled"}}
     cfg["flip_prob"] = _prob(cfg, "flip_prob")
     cfg["prob"] = _prob(cfg, "prob")
-    for k in ("affine_prob", "contrast_prob"):
+    for k in ("affine_prob", "contrast_prob", "intensity_prob"):
         cfg[k] = cfg["prob"] if cfg[k] is None else _prob(cfg, k)
     cfg["rotate_deg"] = _nonneg(cfg, "rotate_deg", 180.0)
     cfg["zoom"] = _nonneg(cfg, "zoom", 1.0)
     cfg["translate"] = _nonneg(cfg, "translate", 1.0)
+    cfg["intensity_scale"] = _nonneg(cfg, "intensity_scale", 1.0)
+    cfg["intensity_shift"] = _nonneg(cfg, "intensity_shift", math.inf)
+    axes = cfg["flip_axes"]
+    if axes is not None:
+        if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+            axes = (axes,)
+        if (
+            not isinstance(axes, Sequence)
+            or isinstance(axes, str)
+            or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes)
+        ):
+            raise ValueError(f"augment['flip_axes'] must be None, an axis or a list of spatial axes, got {axes!r}")
+        cfg["flip_axes"] = tuple(int(a) for a in axes)
     g = cfg["contrast_gamma"]
     if g is not None:
         if isinstance(g, (int, float)) and not isinstance(g, bool):
@@ -232,20 +467,47 @@ def build_transforms(
     label_key: str = "label",
     augment: Mapping[str, Any] | bool | None = None,
     id_key: str = "id",
+    *,
+    size_mode: str | None = None,
+    window: str | Sequence[float] | None = None,
+    spacing: Sequence[float] | float | None = None,
+    axcodes: str | None = None,
+    mr_norm: str | None = None,
+    percentiles: Sequence[float] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Compose:
     """Build the item transform for a datalist of ``{"image": path | array, "label": (C,), "id": str, ...}``.
 
     Args:
-        preset: a registered name (see :data:`PRESETS`: ``"cxr"``, ``"generic"``) or a :class:`Preset`.
+        preset: a registered name (see :data:`PRESETS`: ``"cxr"``, ``"generic"``, ``"ct"``, ``"mr"``)
+            or a :class:`Preset`.
         spatial_dims: 2 (radiographs, slices) or 3 (volumes).
-        image_size: output spatial shape ``(H, W)`` / ``(D, H, W)`` (an int is repeated); ``None``
-            keeps the native size (items then only collate when they share a size).
+        image_size: output spatial shape ``(H, W)`` / ``(D, H, W)`` (for ``ct`` / ``mr`` in 3D: ``(X, Y,
+            Z)`` in ``axcodes`` order); an int is repeated; ``None`` keeps the size after the spatial steps
+            (items then only collate when they share a size).
         train: add random augmentation (see :data:`DEFAULT_AUGMENT`).
         image_key: the item key holding the image path or array.
         label_key: the item key holding the label; items without it pass (inference).
         augment: ``None``/``True`` (defaults), ``False`` / ``{"enabled": False}`` (none) or a dict of
-            overrides; only used when ``train``.
+            overrides; only used when ``train``. ``flip_axes=None`` flips the left-right axis: the
+            ``R``/``L`` axis of ``axcodes`` (axis 0 for ``RAS``) for ``ct`` / ``mr`` in 3D, else the last.
         id_key: the item key naming array images in metadata and errors.
+        size_mode: ``"resize"`` (default: the whole field of view, (bi/tri)linear or area resampling to
+            ``image_size``) or ``"crop_pad"`` (centre crop / pad, voxel size kept; pad value the image
+            minimum, i.e. the background after windowing / normalisation). Every preset.
+        window: ``ct``: a named window (``"soft_tissue"`` (default, 40/400), ``"abdomen"`` (50/400),
+            ``"mediastinum"`` (50/350), ``"liver"`` (30/150), ``"brain"`` (40/80), ``"lung"``
+            (-600/1500), ``"bone"`` (400/1800)) or ``(level, width)`` in HU.
+        spacing: ``ct`` / ``mr``: resample to this voxel size in mm (a number or one per axis, in output
+            axis order, e.g. ``(1.5, 1.5, 2.0)``); ``None`` (default) keeps the native voxel size.
+        axcodes: ``ct`` / ``mr`` in 3D: orientation of the output axes (default ``"RAS"``).
+        mr_norm: ``mr``: ``"percentile"`` (default; ``percentiles`` -> ``[0, 1]``, clipped) or
+            ``"zscore"`` (foreground mean 0 / std 1; the final fixed normalisation is then skipped).
+        percentiles: ``(lower, upper)`` for percentile scaling (``mr``: default ``(0.5, 99.5)``; ``cxr``
+            ``(0.5, 99.5)``; ``generic`` ``(0, 100)`` i.e. min-max).
+        options: the same options as a dict (e.g. from a config), and those of custom presets; the
+            keyword arguments above take precedence. ``None`` values mean "the preset's default"; a
+            non-None option the preset does not take is a ``ValueError``.
 
     Returns:
         A :class:`monai.transforms.Compose` whose leading deterministic transforms (up to
@@ -258,56 +520,107 @@ def build_transforms(
     if spatial_dims not in p.spatial_dims:
         raise ValueError(f"preset {p.name!r} supports spatial_dims {p.spatial_dims}, got {spatial_dims}")
     size = _image_size(image_size, spatial_dims)
+    given = dict(options or {})
+    for k, v in (
+        ("size_mode", size_mode),
+        ("window", window),
+        ("spacing", spacing),
+        ("axcodes", axcodes),
+        ("mr_norm", mr_norm),
+        ("percentiles", percentiles),
+    ):
+        if v is not None:
+            given[k] = v
+    opts = resolve_options(p, spatial_dims, **given)
     keys = [image_key]
 
     xforms: list[Transform] = [
         ReadImaged(keys=keys, spatial_dims=spatial_dims, voi=p.voi, id_key=id_key),
         LabelToTensord(keys=[label_key], allow_missing_keys=True),
     ]
+    if p.spatial is not None:
+        xforms += _call_hook(p.spatial, image_key, spatial_dims, opts)
     if p.intensity is not None:
-        xforms += list(p.intensity(image_key, spatial_dims))
+        xforms += _call_hook(p.intensity, image_key, spatial_dims, opts)
     else:
-        xforms.append(RobustScaleIntensityd(keys, lower=p.percentiles[0], upper=p.percentiles[1]))
+        lo, hi = opts["percentiles"]
+        xforms.append(RobustScaleIntensityd(keys, lower=lo, upper=hi))
     if p.pre_resize is not None:
-        xforms += list(p.pre_resize(image_key, spatial_dims))
+        xforms += _call_hook(p.pre_resize, image_key, spatial_dims, opts)
     if size is not None:
-        xforms.append(AdaptiveResized(keys, spatial_size=size))
+        if opts["size_mode"] == "crop_pad":
+            xforms.append(CropOrPadd(keys, spatial_size=size))
+        else:
+            xforms.append(AdaptiveResized(keys, spatial_size=size))
 
     cfg = resolve_augment(augment, p) if train else None
     if cfg is not None:
-        if cfg["flip_prob"] > 0:
-            xforms.append(RandFlipd(keys, prob=cfg["flip_prob"], spatial_axis=spatial_dims - 1))
-        if cfg["affine_prob"] > 0 and (cfg["rotate_deg"] > 0 or cfg["zoom"] > 0 or cfg["translate"] > 0):
-            rot = math.radians(cfg["rotate_deg"])
-            rotate_range = (rot,) if spatial_dims == 2 else (rot, rot, rot)
-            translate_range = (
-                tuple(cfg["translate"] * s for s in size) if size is not None else None
-            )
-            if size is None and cfg["translate"] > 0:
-                logger.warning("image_size=None: translation augmentation disabled (no fixed size to scale it by)")
-            xforms.append(
-                RandAffined(
-                    keys,
-                    prob=cfg["affine_prob"],
-                    rotate_range=rotate_range if rot > 0 else None,
-                    scale_range=(cfg["zoom"],) * spatial_dims if cfg["zoom"] > 0 else None,
-                    translate_range=translate_range if cfg["translate"] > 0 else None,
-                    spatial_size=size,
-                    mode="bilinear",
-                    padding_mode=cfg["padding_mode"],
-                    cache_grid=size is not None,
-                )
-            )
-        if cfg["contrast_gamma"] is not None and cfg["contrast_prob"] > 0 and cfg["contrast_gamma"] != (1.0, 1.0):
-            xforms.append(RandAdjustContrastd(keys, prob=cfg["contrast_prob"], gamma=cfg["contrast_gamma"]))
-    sub, div = p.normalize
-    xforms.append(NormalizeIntensityd(keys, subtrahend=float(sub), divisor=float(div)))
+        xforms += _augmentations(keys, cfg, spatial_dims, size, opts)
+    sub, div = p.normalize(opts) if callable(p.normalize) else p.normalize
+    if (float(sub), float(div)) != (0.0, 1.0):
+        xforms.append(NormalizeIntensityd(keys, subtrahend=float(sub), divisor=float(div)))
     xforms.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32))
     logger.debug(
-        "built %s pipeline (spatial_dims=%d, image_size=%s, train=%s): %s",
-        p.name, spatial_dims, size, train, [type(t).__name__ for t in xforms],
+        "built %s pipeline (spatial_dims=%d, image_size=%s, train=%s, options=%s): %s",
+        p.name, spatial_dims, size, train, opts, [type(t).__name__ for t in xforms],
     )
     return Compose(xforms)
+
+
+def _left_right_axis(spatial_dims: int, options: Mapping[str, Any]) -> int:
+    """The spatial axis running left-right: from ``axcodes`` for reoriented volumes, else the last axis."""
+    codes = options.get("axcodes")
+    if spatial_dims == 3 and codes:
+        return next(i for i, c in enumerate(codes) if c in ("L", "R"))
+    return spatial_dims - 1
+
+
+def _augmentations(
+    keys: list[str],
+    cfg: Mapping[str, Any],
+    spatial_dims: int,
+    size: tuple[int, ...] | None,
+    options: Mapping[str, Any],
+) -> list[Transform]:
+    out: list[Transform] = []
+    if cfg["flip_prob"] > 0:
+        axes = cfg["flip_axes"]
+        if axes is None:
+            axes = (_left_right_axis(spatial_dims, options),)
+        seen: list[int] = []
+        for a in axes:
+            if not -spatial_dims <= a < spatial_dims:
+                raise ValueError(f"augment['flip_axes']: axis {a} out of range for spatial_dims={spatial_dims}")
+            a = a % spatial_dims
+            if a not in seen:
+                seen.append(a)
+                out.append(RandFlipd(keys, prob=cfg["flip_prob"], spatial_axis=a))
+    if cfg["affine_prob"] > 0 and (cfg["rotate_deg"] > 0 or cfg["zoom"] > 0 or cfg["translate"] > 0):
+        rot = math.radians(cfg["rotate_deg"])
+        rotate_range = (rot,) if spatial_dims == 2 else (rot, rot, rot)
+        translate_range = tuple(cfg["translate"] * s for s in size) if size is not None else None
+        if size is None and cfg["translate"] > 0:
+            logger.warning("image_size=None: translation augmentation disabled (no fixed size to scale it by)")
+        out.append(
+            RandAffined(
+                keys,
+                prob=cfg["affine_prob"],
+                rotate_range=rotate_range if rot > 0 else None,
+                scale_range=(cfg["zoom"],) * spatial_dims if cfg["zoom"] > 0 else None,
+                translate_range=translate_range if cfg["translate"] > 0 else None,
+                spatial_size=size,
+                mode="bilinear",
+                padding_mode=cfg["padding_mode"],
+                cache_grid=size is not None,
+            )
+        )
+    if cfg["contrast_gamma"] is not None and cfg["contrast_prob"] > 0 and cfg["contrast_gamma"] != (1.0, 1.0):
+        out.append(RandAdjustContrastd(keys, prob=cfg["contrast_prob"], gamma=cfg["contrast_gamma"]))
+    if cfg["intensity_prob"] > 0 and cfg["intensity_scale"] > 0:
+        out.append(RandScaleIntensityd(keys, factors=cfg["intensity_scale"], prob=cfg["intensity_prob"]))
+    if cfg["intensity_prob"] > 0 and cfg["intensity_shift"] > 0:
+        out.append(RandShiftIntensityd(keys, offsets=cfg["intensity_shift"], prob=cfg["intensity_prob"]))
+    return out
 
 
 def first_random_index(compose: Compose) -> int:

@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "PID-0042-XYZ"
@@ -94,3 +98,135 @@ def make_dicom(
         if raw[128:132] == b"DICM" or raw[:2] == b"\x02\x00":
             raise RuntimeError("pydicom wrote a file meta / preamble; the ACR-NEMA test file is not what it claims")
     return Path(path)
+
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _volume_dataset(rows: int, cols: int, modality: str, series_uid: str, pixel_spacing, dtype) -> Dataset:
+    ds = Dataset()
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = PATIENT_ID
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = 3
+    ds.SeriesDescription = "synthetic"
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    bits = np.dtype(dtype).itemsize * 8
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 1 if np.issubdtype(dtype, np.signedinteger) else 0
+    ds.PixelSpacing = [float(v) for v in pixel_spacing]
+    return ds
+
+
+def _save(ds: Dataset, path: Path, sop_class: str) -> Path:
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.preamble = b"\0" * 128
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
+def make_series(
+    folder: Path,
+    volume: np.ndarray,
+    positions: np.ndarray | None = None,
+    orientation: tuple[float, ...] = AXIAL,
+    pixel_spacing: tuple[float, float] = (0.8, 0.6),
+    slice_spacing: float = 2.5,
+    origin: tuple[float, float, float] = (-40.0, -30.0, 10.0),
+    names: list[str] | None = None,
+    instance_numbers: list[int] | None = None,
+    series_uid: str | None = None,
+    rescale: list[tuple[float, float]] | None = None,
+    modality: str = "CT",
+) -> list[Path]:
+    """Write ``volume`` ``(slices, rows, cols)`` (int16 / uint16 stored values) as one DICOM file per slice.
+
+    Slice ``k`` lies at ``positions[k]`` (``(3,)`` LPS mm), by default ``origin + k * slice_spacing *
+    normal``. ``names`` / ``instance_numbers`` default to ``slice_###.dcm`` / ``k + 1`` (pass shuffled
+    ones to test sorting); ``rescale`` gives each slice its own ``(slope, intercept)``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    volume = np.ascontiguousarray(volume)
+    n, rows, cols = volume.shape
+    iop = np.asarray(orientation, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    if positions is None:
+        positions = np.asarray(origin)[None] + np.arange(n)[:, None] * slice_spacing * normal[None]
+    names = names or [f"slice_{k:03d}.dcm" for k in range(n)]
+    numbers = instance_numbers or list(range(1, n + 1))
+    series_uid = series_uid or generate_uid()
+    paths = []
+    for k in range(n):
+        ds = _volume_dataset(rows, cols, modality, series_uid, pixel_spacing, volume.dtype)
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        ds.ImagePositionPatient = [float(v) for v in positions[k]]
+        ds.SliceThickness = slice_spacing
+        ds.InstanceNumber = numbers[k]
+        if rescale is not None:
+            ds.RescaleSlope, ds.RescaleIntercept = rescale[k]
+        ds.PixelData = volume[k].astype(volume.dtype.newbyteorder("<")).tobytes()
+        paths.append(_save(ds, folder / names[k], "1.2.840.10008.5.1.4.1.1.2"))  # CT Image Storage
+    return paths
+
+
+def make_enhanced_multiframe(
+    path: Path,
+    volume: np.ndarray,
+    positions: np.ndarray,
+    orientation: tuple[float, ...] = AXIAL,
+    pixel_spacing: tuple[float, float] = (0.8, 0.6),
+    rescale: list[tuple[float, float]] | None = None,
+    modality: str = "CT",
+) -> Path:
+    """Write ``volume`` ``(frames, rows, cols)`` as an Enhanced CT style multi-frame file.
+
+    Geometry and rescale live in the functional groups: orientation and pixel measures shared, one
+    ``PlanePositionSequence`` (``positions[f]``) and ``PixelValueTransformationSequence`` per frame.
+    """
+    volume = np.ascontiguousarray(volume)
+    n, rows, cols = volume.shape
+    ds = _volume_dataset(rows, cols, modality, generate_uid(), pixel_spacing, volume.dtype)
+    del ds.PixelSpacing  # only in the functional groups
+    ds.NumberOfFrames = n
+    shared = Dataset()
+    orient = Dataset()
+    orient.ImageOrientationPatient = [float(v) for v in orientation]
+    shared.PlaneOrientationSequence = [orient]
+    measures = Dataset()
+    measures.PixelSpacing = [float(v) for v in pixel_spacing]
+    measures.SliceThickness = 1.0
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per = []
+    for f in range(n):
+        item = Dataset()
+        pos = Dataset()
+        pos.ImagePositionPatient = [float(v) for v in positions[f]]
+        item.PlanePositionSequence = [pos]
+        if rescale is not None:
+            pvt = Dataset()
+            pvt.RescaleSlope, pvt.RescaleIntercept = rescale[f]
+            pvt.RescaleType = "HU"
+            item.PixelValueTransformationSequence = [pvt]
+        per.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per
+    ds.PixelData = volume.astype(volume.dtype.newbyteorder("<")).tobytes()
+    return _save(ds, path, "1.2.840.10008.5.1.4.1.1.2.1")  # Enhanced CT Image Storage
+
+
+def lps_voxel_to_world(
+    ipp: np.ndarray, orientation: tuple[float, ...], pixel_spacing: tuple[float, float], i: float, j: float
+) -> np.ndarray:
+    """DICOM PS3.3 C.7.6.2.1.1: LPS position of column ``i``, row ``j`` of a slice at ``ipp``."""
+    iop = np.asarray(orientation, dtype=np.float64)
+    return np.asarray(ipp) + i * pixel_spacing[1] * iop[:3] + j * pixel_spacing[0] * iop[3:]

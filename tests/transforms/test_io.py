@@ -268,8 +268,10 @@ def test_dicom_multiframe(tmp_path):
     with pytest.raises(ValueError, match=r"mf\.dcm: multi-frame DICOM with 4 frames.*\(4, 12, 10\)"):
         read_image(path)
     out, meta = read_image(path, spatial_dims=3)
-    assert out.shape == (1, 4, 12, 10)
-    np.testing.assert_array_equal(out[0], frames)
+    # a DICOM volume is (columns, rows, frames) like a series; without geometry: frames in stored order
+    assert out.shape == (1, 10, 12, 4)
+    np.testing.assert_array_equal(out[0], frames.transpose(2, 1, 0))
+    assert meta["original_shape"] == (10, 12, 4)
     single = make_dicom(tmp_path / "single.dcm", ramp(12, 10))
     with pytest.raises(ValueError, match=r"single\.dcm.*2D image.*spatial_dims=3"):
         read_image(single, spatial_dims=3)

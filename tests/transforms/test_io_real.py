@@ -152,11 +152,4 @@ def test_ixi_nifti(real_data):
     assert meta["spacing"] == pytest.approx((2.0, 2.0, 2.0), abs=0.05)
 
 
-@pytest.mark.slow
-def test_dicom_series_folder(real_data):
-    folder = need(real_data, "dicom/mr_t1_mprage_series")
-    out, meta = read_image(folder, spatial_dims=3)
-    assert out.shape == (1, 256, 256, 176)
-    assert meta["source_format"] == "itk" and meta["affine"].shape == (4, 4)
-    with pytest.raises(ValueError, match="spatial_dims=3"):
-        read_image(folder, spatial_dims=2)
+# the DICOM series folder and the other volumes: see test_volumes_real.py

@@ -142,8 +142,8 @@ def test_augment_overrides_and_validation():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown preset 'ct'.*cxr"):
-        build_transforms("ct")
+    with pytest.raises(ValueError, match="unknown preset 'pet'.*cxr"):
+        build_transforms("pet")
     with pytest.raises(ValueError, match="image_size must be 3 positive ints"):
         build_transforms(spatial_dims=3, image_size=(224, 224))
     with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
