@@ -1,13 +1,15 @@
-"""Train and evaluate through the chest X-ray bundle (the configs a user runs) on real data; print figures.
+"""Train and evaluate through the bundles (the configs a user runs) on real data; print figures.
 
-    python benchmarks/quality.py pneumoniamnist          # ../shared/data/medmnist/pneumoniamnist.npz
-    python benchmarks/quality.py --npz PATH              # any MedMNIST v2 2D npz: binary, multi-class, multi-label
+    python benchmarks/quality.py pneumoniamnist          # ../shared/data/medmnist/pneumoniamnist.npz (2D bundle)
     python benchmarks/quality.py nih1000                 # 1,000 ChestX-ray14 images, 14 labels, patient-disjoint re-split
+    python benchmarks/quality.py adrenalmnist3d          # ../shared/data/medmnist/adrenalmnist3d.npz (3D bundle)
+    python benchmarks/quality.py --npz PATH              # any MedMNIST v2 npz: 2D or 3D (28^3, 64^3), binary,
+                                                         # multi-class or multi-label; the bundle follows the array
 
-One recipe for every set: ResNet-18 at width 32 with the stem chosen from the image size, AdamW, warm-up + cosine,
-label smoothing 0.1, flip/rotation/zoom/shift/contrast augmentation, bf16 autocast on CPU, model selected on the
-validation mean AUC. The last line printed is one JSON object with dataset, test_auc, test_acc, epochs and
-train_seconds (plus per-label AUCs). Data comes from MEDCLASS_DATA (default ../shared/data).
+One recipe per dimensionality for every set: ResNet-18 at width 32 with the stem chosen from the image size, AdamW,
+warm-up + cosine, label smoothing 0.1, augmentation, bf16 autocast on CPU, model selected on the validation mean
+AUC. The last line printed is one JSON object with dataset, test_auc, test_acc, epochs and train_seconds (plus
+per-label AUCs). Data comes from MEDCLASS_DATA (default ../shared/data).
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "bundles" / "cxr_classification"
+BUNDLES = {2: ROOT / "bundles" / "cxr_classification", 3: ROOT / "bundles" / "volume_classification"}
 sys.path.insert(0, str(ROOT))
 
 from medclass import data_root  # noqa: E402
 from medclass.bundle_tools import config_files  # noqa: E402
 
-RECIPE = {
+RECIPE = {  # both dimensionalities
     "arch": "resnet18",
     "width": 32,
     "stem": "auto",
@@ -42,6 +44,7 @@ RECIPE = {
     "progress_bar": False,
     "num_workers": 0,
 }
+RECIPE_3D = {"batch_size": 32, "preset": "generic", "augment": {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
 
 
 def _npz_setup(path: Path) -> dict:
@@ -49,8 +52,9 @@ def _npz_setup(path: Path) -> dict:
 
     dl = load_datalist(path)
     first = dl.splits["training"][0]["image"]
-    size = list(first.shape[:2])
-    return {"datalist": str(path), "label_names": dl.label_names,
+    dims = 3 if first.ndim == 3 and first.shape[-1] not in (3, 4) else 2  # (D,H,W) volume vs (H,W[,RGB]) image
+    size = list(first.shape[:dims])
+    return {"datalist": str(path), "label_names": dl.label_names, "spatial_dims": dims,
             "task": "multiclass" if dl.task == "multiclass" else "multilabel", "image_size": size}
 
 
@@ -61,13 +65,13 @@ def _nih_setup(root: Path) -> dict:
             "label_names": list(CXR14_LABELS), "task": "multilabel", "image_size": [64, 64], "resplit": True}
 
 
-def run_workflow(kind: str, overrides: dict) -> object:
+def run_workflow(bundle: Path, kind: str, overrides: dict) -> object:
     from monai.bundle import ConfigWorkflow
 
     wf = ConfigWorkflow(
-        config_file=config_files(BUNDLE, f"{kind}.yaml"),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+        config_file=config_files(bundle, f"{kind}.yaml"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
         workflow_type="train" if kind == "train" else "inference",
         **overrides,
     )
@@ -78,7 +82,8 @@ def run_workflow(kind: str, overrides: dict) -> object:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", nargs="?", choices=["pneumoniamnist", "nih1000"], help="a known real dataset")
+    ap.add_argument("dataset", nargs="?", choices=["pneumoniamnist", "nih1000", "adrenalmnist3d"],
+                    help="a known real dataset")
     ap.add_argument("--npz", type=Path, help="any MedMNIST v2 2D npz file")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
@@ -96,13 +101,16 @@ def main(argv=None) -> dict:
     else:
         root = data_root(required=True)
         name = args.dataset
-        setup = _npz_setup(root / "medmnist" / "pneumoniamnist.npz") if name == "pneumoniamnist" else _nih_setup(root)
+        setup = _nih_setup(root) if name == "nih1000" else _npz_setup(root / "medmnist" / f"{name}.npz")
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"medclass-quality-{name}-"))
     if work.exists():
         shutil.rmtree(work / "models", ignore_errors=True)
-    overrides = {**RECIPE, **setup, "max_epochs": args.epochs, "seed": args.seed, "split_seed": args.seed,
-                 "bundle_root": str(BUNDLE), "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
+    dims = setup.pop("spatial_dims", 2)
+    bundle = BUNDLES[dims]
+    recipe = {**RECIPE, **(RECIPE_3D if dims == 3 else {})}
+    overrides = {**recipe, **setup, "max_epochs": args.epochs, "seed": args.seed, "split_seed": args.seed,
+                 "bundle_root": str(bundle), "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
                  "log_dir": str(work / "runs"), "resume": False}
     for key, value in args.set:
         try:
@@ -111,7 +119,7 @@ def main(argv=None) -> dict:
             overrides[key] = value
 
     t0 = time.time()
-    train = run_workflow("train", overrides)
+    train = run_workflow(bundle, "train", overrides)
     train_seconds = time.time() - t0
     trainer = train.parser.get_parsed_content("train#trainer")
     evaluator = train.parser.get_parsed_content("validate#evaluator")
@@ -121,7 +129,7 @@ def main(argv=None) -> dict:
     eval_overrides = {k: v for k, v in overrides.items() if k not in ("max_epochs", "resume", "early_stop_patience",
                                                                      "learning_rate", "weight_decay", "warmup_epochs",
                                                                      "label_smoothing", "progress_bar")}
-    run_workflow("evaluate", eval_overrides)
+    run_workflow(bundle, "evaluate", eval_overrides)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     result = {
         "dataset": name,
@@ -134,6 +142,7 @@ def main(argv=None) -> dict:
         "arch": overrides["arch"],
         "width": overrides["width"],
         "image_size": overrides["image_size"],
+        "bundle": bundle.name,
         "n_test": metrics["n"],
         "workdir": str(work),
     }

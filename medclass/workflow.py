@@ -43,19 +43,22 @@ def prepare_data(
         seed: seed of the patient-disjoint split.
         resplit: pool the given splits and re-split patient-disjointly (e.g. the NIH1000 split shares patients).
         check_files: check up front that every image file exists.
-        phantoms: arguments for :func:`medclass.data.ensure_phantoms` (``n``, ``size``, ``seed``, ...).
+        phantoms: arguments for :func:`medclass.data.ensure_phantoms` (``n``, ``size``, ``seed``, ...); with
+            ``spatial_dims: 3``, for :func:`medclass.data.ensure_volume_phantoms` (CT-like NIfTI volumes).
 
     Returns:
         A :class:`medclass.data.Datalist` with ``training``, ``validation`` and ``test`` splits.
     """
-    from medclass.data import ensure_phantoms, ensure_splits, load_datalist, log_split_report
+    from medclass.data import ensure_phantoms, ensure_splits, ensure_volume_phantoms, load_datalist, log_split_report
 
     resplit, check_files = flag(resplit, "resplit"), flag(check_files, "check_files")
 
     if datalist is None or str(datalist) == "":
         if dataset_dir is None:
             raise ValueError("no datalist given and no dataset_dir for the synthetic phantom set")
-        datalist = _on_rank0_first(lambda: ensure_phantoms(dataset_dir, **(phantoms or {})))
+        args = dict(phantoms or {})
+        make = ensure_volume_phantoms if int(args.pop("spatial_dims", 2)) == 3 else ensure_phantoms
+        datalist = _on_rank0_first(lambda: make(dataset_dir, **args))
     data = load_datalist(datalist, label_names, task=task, dataset_dir=dataset_dir, check_files=check_files)
     data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
     log_split_report(data.splits, data.label_names)

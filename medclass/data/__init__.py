@@ -31,6 +31,11 @@ from medclass.data.split import (
     split_report,
 )
 from medclass.data.synthetic import PHANTOM_LABELS, PHANTOM_VERSION, ensure_phantoms, make_phantoms
+from medclass.data.synthetic3d import (
+    VOLUME_PHANTOM_LABELS,
+    ensure_volume_phantoms,
+    make_volume_phantoms,
+)
 
 __all__ = [
     "CXR14_LABELS",
@@ -39,6 +44,7 @@ __all__ = [
     "NO_FINDING",
     "PHANTOM_LABELS",
     "PHANTOM_VERSION",
+    "VOLUME_PHANTOM_LABELS",
     "SPLIT_NAMES",
     "TASKS",
     "Datalist",
@@ -46,6 +52,7 @@ __all__ = [
     "canonical_split",
     "ensure_phantoms",
     "ensure_splits",
+    "ensure_volume_phantoms",
     "label_matrix",
     "label_prevalence",
     "labels_from_findings",
@@ -54,6 +61,7 @@ __all__ = [
     "load_medmnist",
     "log_split_report",
     "make_phantoms",
+    "make_volume_phantoms",
     "medmnist_flag",
     "normalize_name",
     "parse_label_value",

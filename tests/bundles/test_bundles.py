@@ -1,5 +1,5 @@
-"""The chest X-ray bundle: property checks, metadata schema, network I/O, and train/evaluate/infer/export/resume
-on a tiny synthetic phantom set (the bundle's offline default)."""
+"""Every bundle (2D chest X-ray, 3D volume): property checks, metadata schema, network I/O, and
+train/evaluate/infer/export/resume on a tiny synthetic phantom set (each bundle's offline default)."""
 
 from __future__ import annotations
 
@@ -17,34 +17,45 @@ from medclass import bundle_tools as bt
 from medclass.networks import Classifier
 from tests.conftest import error_chain
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_classification"
-TINY = {"image_size": [64, 64], "width": 8, "batch_size": 8, "phantoms": {"n": 48, "size": 64, "seed": 1},
-        "progress_bar": False}
+ROOT = Path(__file__).resolve().parents[2] / "bundles"
+TINY = {
+    "cxr_classification": {"image_size": [64, 64], "width": 8, "batch_size": 8,
+                           "phantoms": {"n": 48, "size": 64, "seed": 1}},
+    "volume_classification": {"image_size": [32, 32, 32], "width": 8, "batch_size": 4,
+                              "phantoms": {"n": 36, "size": 32, "seed": 1, "spatial_dims": 3}},
+}
+LABELS = {"cxr_classification": ["nodule", "effusion", "cardiomegaly", "pneumothorax"],
+          "volume_classification": ["mass", "cyst", "calcification"]}
+SUFFIX = {"cxr_classification": ".png", "volume_classification": ".nii.gz"}
 
 
-def workflow(kind: str, tmp: Path, **overrides):
+@pytest.fixture(scope="module", params=sorted(TINY))
+def bundle(request) -> Path:
+    return ROOT / request.param
+
+
+def workflow(bundle: Path, kind: str, tmp: Path, **overrides):
     from monai.bundle import ConfigWorkflow
 
-    args = {**TINY, "bundle_root": str(BUNDLE), "dataset_dir": str(tmp / "data"), "ckpt_dir": str(tmp / "models"),
-            "output_dir": str(tmp / "eval"), "log_dir": str(tmp / "runs"), **overrides}
-    if kind != "train":
-        args.pop("progress_bar")
-    wf = ConfigWorkflow(config_file=bt.config_files(BUNDLE, f"{kind}.yaml"),
-                        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+    args = {**TINY[bundle.name], "bundle_root": str(bundle), "dataset_dir": str(tmp / "data"),
+            "ckpt_dir": str(tmp / "models"), "output_dir": str(tmp / "eval"), "log_dir": str(tmp / "runs"),
+            **({"progress_bar": False} if kind == "train" else {}), **overrides}
+    wf = ConfigWorkflow(config_file=bt.config_files(bundle, f"{kind}.yaml"),
+                        meta_file=str(bundle / "configs" / "metadata.json"),
                         workflow_type="train" if kind == "train" else "inference", **args)
     wf.initialize()
     return wf
 
 
 @pytest.mark.parametrize("kind", ["train", "inference", "evaluate"])
-def test_no_missing_properties(kind):
-    assert bt.check_properties(BUNDLE, kind) == []
+def test_no_missing_properties(bundle, kind, tmp_path):
+    assert bt.check_properties(bundle, kind, dataset_dir=str(tmp_path / "data"), **TINY[bundle.name]) == []
 
 
-def test_metadata_matches_schema_and_labels(tmp_path):
-    bt.verify_metadata(BUNDLE)
-    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    common = yaml.safe_load((BUNDLE / "configs" / "common.yaml").read_text())
+def test_metadata_matches_schema_and_labels(bundle, tmp_path):
+    bt.verify_metadata(bundle)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
     out = meta["network_data_format"]["outputs"]["pred"]
     assert list(out["channel_def"].values()) == common["label_names"]
     assert out["num_channels"] == len(common["label_names"])
@@ -62,111 +73,119 @@ def test_metadata_matches_schema_and_labels(tmp_path):
         bt.verify_metadata(tmp_path)
 
 
-def test_net_in_out():
-    bt.verify_net_in_out(BUNDLE)
+def test_net_in_out(bundle):
+    bt.verify_net_in_out(bundle)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bundle")
-    wf = workflow("train", tmp, max_epochs=1)
+def trained(bundle, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(bundle.name)
+    wf = workflow(bundle, "train", tmp, max_epochs=1)
     wf.run()
     wf.finalize()
     return tmp, wf
 
 
-def test_train_writes_checkpoints_and_logs(trained):
+def test_train_writes_checkpoints_and_logs(bundle, trained):
     tmp, wf = trained
     best = torch.load(tmp / "models" / "model.pt", weights_only=True)
     last = torch.load(tmp / "models" / "last.pt", weights_only=True)
     assert last["trainer"]["epoch"] == 1
-    assert torch.allclose(best["thresholds"], torch.full((4,), 0.5))
+    n = len(LABELS[bundle.name])
+    assert torch.allclose(best["thresholds"], torch.full((n,), 0.5))
     meta = Classifier.decode_extra_state(best["_extra_state"])
-    assert meta["label_names"] == ["nodule", "effusion", "cardiomegaly", "pneumothorax"]
-    assert meta["image_size"] == [64, 64] and meta["arch"] == "resnet18"
+    assert meta["label_names"] == LABELS[bundle.name]
+    assert meta["image_size"] == TINY[bundle.name]["image_size"] and meta["arch"] == "resnet18"
     assert any((tmp / "runs").iterdir())  # TensorBoard events
     ev = wf.parser.get_parsed_content("validate#evaluator")
     assert 0.0 <= ev.state.metrics["val_mean_auc"] <= 1.0
 
 
-def test_evaluate_writes_predictions_with_labels_and_metrics(trained):
+def test_evaluate_writes_predictions_with_labels_and_metrics(bundle, trained):
     tmp, _ = trained
-    wf = workflow("evaluate", tmp)
+    wf = workflow(bundle, "evaluate", tmp)
     wf.run()
     rows = list(csv.DictReader(open(tmp / "eval" / "predictions.csv")))
     data = wf.parser.get_parsed_content("data")
     assert len(rows) == len(data.splits["test"])
     assert {r["id"] for r in rows} == {it["id"] for it in data.splits["test"]}
-    assert set(rows[0]) >= {"id", "prob_nodule", "pred_nodule", "label_nodule"}
+    first = LABELS[bundle.name][0]
+    assert set(rows[0]) >= {"id", f"prob_{first}", f"pred_{first}", f"label_{first}"}
     metrics = json.loads((tmp / "eval" / "metrics.json").read_text())
-    assert metrics["n"] == len(rows) and set(metrics["per_label"]) == {"nodule", "effusion", "cardiomegaly", "pneumothorax"}
+    assert metrics["n"] == len(rows) and list(metrics["per_label"]) == LABELS[bundle.name]
 
 
-def test_inference_on_a_folder_matches_evaluate(trained, tmp_path):
+def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
     tmp, _ = trained
+    labels, tiny = LABELS[bundle.name], TINY[bundle.name]
     folder = tmp / "data" / "images"
     eval_rows = {r["id"]: r for r in csv.DictReader(open(tmp / "eval" / "predictions.csv"))}
     # the CLI exactly as the README shows it
     out = tmp_path / "infer"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           "['configs/common.yaml','configs/inference.yaml']", "--bundle_root", str(BUNDLE),
+           "['configs/common.yaml','configs/inference.yaml']", "--bundle_root", str(bundle),
            "--ckpt_dir", str(tmp / "models"), "--output_dir", str(out), "--input", str(folder),
-           "--image_size", "[64, 64]", "--width", "8"]
-    res = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+           "--image_size", json.dumps(tiny["image_size"]), "--width", "8"]
+    res = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == len(list(folder.glob("*.png")))
-    assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in ("nodule", "effusion", "cardiomegaly", "pneumothorax")] + \
-        [f"pred_{n}" for n in ("nodule", "effusion", "cardiomegaly", "pneumothorax")]
+    assert len(rows) == len(list(folder.glob("*" + SUFFIX[bundle.name])))
+    assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in labels] + [f"pred_{n}" for n in labels]
+    first = labels[0]
+    matched = 0
     for r in rows:
+        assert int(r[f"pred_{first}"]) == int(float(r[f"prob_{first}"]) >= 0.5)
         if r["id"] in eval_rows:
-            assert float(r["prob_nodule"]) == pytest.approx(float(eval_rows[r["id"]]["prob_nodule"]), abs=1e-2)
-            assert int(r["pred_nodule"]) == int(float(r["prob_nodule"]) >= 0.5)
+            matched += 1
+            assert float(r[f"prob_{first}"]) == pytest.approx(float(eval_rows[r["id"]][f"prob_{first}"]), abs=1e-2)
+    assert matched == len(eval_rows)
 
 
-def test_inference_refuses_a_model_for_other_labels(trained, tmp_path):
+def test_inference_refuses_a_model_for_other_labels(bundle, trained, tmp_path):
     tmp, _ = trained
     state = torch.load(tmp / "models" / "model.pt", weights_only=True)
     meta = Classifier.decode_extra_state(state["_extra_state"])
-    state["_extra_state"] = {**meta, "label_names": ["a", "b", "c", "d"]}
+    other = [f"x{i}" for i in range(len(meta["label_names"]))]
+    state["_extra_state"] = {**meta, "label_names": other}
     torch.save(state, tmp_path / "other.pt")
-    wf = workflow("inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"))
+    wf = workflow(bundle, "inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"))
     with pytest.raises(Exception) as err:
         wf.run()
-    assert "ValueError: the loaded model was trained for labels ['a', 'b', 'c', 'd']" in error_chain(err.value)
+    assert f"ValueError: the loaded model was trained for labels {other}" in error_chain(err.value)
 
 
-def test_torchscript_export_matches_eager(trained, tmp_path):
+def test_torchscript_export_matches_eager(bundle, trained, tmp_path):
     tmp, _ = trained
-    bundle = tmp_path / "bundle"
-    (bundle / "models").mkdir(parents=True)
-    (bundle / "configs").symlink_to(BUNDLE / "configs")
-    out = bt.export_torchscript(bundle, ckpt_file=tmp / "models" / "model.pt", filepath=bundle / "models" / "model.ts",
-                                image_size=[64, 64], width=8)
+    copy = tmp_path / "bundle"
+    (copy / "models").mkdir(parents=True)
+    (copy / "configs").symlink_to(bundle / "configs")
+    size = TINY[bundle.name]["image_size"]
+    out = bt.export_torchscript(copy, ckpt_file=tmp / "models" / "model.pt", filepath=copy / "models" / "model.ts",
+                                image_size=size, width=8)
     ts = torch.jit.load(str(out))
-    net = workflow("inference", tmp).parser.get_parsed_content("network_def")
-    x = torch.randn(2, 1, 64, 64)
+    net = workflow(bundle, "inference", tmp).parser.get_parsed_content("network_def")
+    x = torch.randn(2, 1, *size)
     net.load_state_dict(torch.load(tmp / "models" / "model.pt", weights_only=True))
     net.eval()
     with torch.no_grad():
         assert torch.allclose(ts(x), net(x), atol=1e-5)
-    assert torch.allclose(ts.thresholds, torch.full((4,), 0.5))
+    assert torch.allclose(ts.thresholds, torch.full((len(LABELS[bundle.name]),), 0.5))
 
 
-def test_resume_continues_from_last_checkpoint(trained):
+def test_resume_continues_from_last_checkpoint(bundle, trained):
     tmp, _ = trained
     before = torch.load(tmp / "models" / "last.pt", weights_only=True)
-    wf = workflow("train", tmp, max_epochs=1, resume=True)
+    wf = workflow(bundle, "train", tmp, max_epochs=1, resume=True)
     with pytest.raises(Exception) as err:  # max_epochs is part of the run's identity
-        workflow("train", tmp, max_epochs=2).run()
+        workflow(bundle, "train", tmp, max_epochs=2).run()
     assert "last.pt belongs to a different run" in error_chain(err.value)
     wf.run()  # same run: already complete, nothing retrained
     after = torch.load(tmp / "models" / "last.pt", weights_only=True)
     assert after["trainer"] == before["trainer"]
 
 
-def test_unknown_label_names_stop_before_training(tmp_path):
-    wf = workflow("train", tmp_path, label_names=["nodule", "pneumonia"])
+def test_unknown_label_names_stop_before_training(bundle, tmp_path):
+    wf = workflow(bundle, "train", tmp_path, label_names=[LABELS[bundle.name][0], "pneumonia"])
     with pytest.raises(Exception) as err:
         wf.run()
     chain = error_chain(err.value)
@@ -174,13 +193,13 @@ def test_unknown_label_names_stop_before_training(tmp_path):
     assert not (tmp_path / "models").exists()  # stopped before any training
 
 
-def test_truncated_image_stops_before_training_naming_the_file(tmp_path):
-    from medclass.data import ensure_phantoms
+def test_truncated_image_stops_before_training_naming_the_file(bundle, tmp_path):
+    from medclass.workflow import prepare_data
 
-    ensure_phantoms(tmp_path / "data", **TINY["phantoms"])
-    victim = sorted((tmp_path / "data" / "images").glob("*.png"))[5]
+    prepare_data(None, tmp_path / "data", LABELS[bundle.name], phantoms=TINY[bundle.name]["phantoms"])
+    victim = sorted((tmp_path / "data" / "images").glob("*" + SUFFIX[bundle.name]))[5]
     victim.write_bytes(victim.read_bytes()[:60])
-    wf = workflow("train", tmp_path, max_epochs=1)
+    wf = workflow(bundle, "train", tmp_path, max_epochs=1)
     with pytest.raises(Exception) as err:
         wf.run()
     chain = error_chain(err.value)
@@ -188,26 +207,27 @@ def test_truncated_image_stops_before_training_naming_the_file(tmp_path):
     assert not (tmp_path / "models" / "last.pt").exists()
 
 
-def test_multi_process_training_with_gloo(tmp_path):
+def test_multi_process_training_with_gloo(bundle, tmp_path):
     """multi_gpu_train with 2 CPU processes (gloo): trains, rank 0 writes the checkpoints."""
+    tiny = TINY[bundle.name]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "--config_file",
            "['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']",
-           "--bundle_root", str(BUNDLE), "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"),
-           "--log_dir", str(tmp_path / "runs"), "--max_epochs", "1", "--image_size", "[64, 64]", "--width", "8",
-           "--batch_size", "8", "--phantoms", json.dumps(TINY["phantoms"]), "--progress_bar", "false",
-           "--num_threads", "1"]
-    res = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+           "--bundle_root", str(bundle), "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"),
+           "--log_dir", str(tmp_path / "runs"), "--max_epochs", "1", "--image_size", json.dumps(tiny["image_size"]),
+           "--width", "8", "--batch_size", str(tiny["batch_size"]), "--phantoms", json.dumps(tiny["phantoms"]),
+           "--progress_bar", "false", "--num_threads", "1"]
+    res = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
     assert last["trainer"]["epoch"] == 1
     assert not any(k.startswith("module.") for k in last["network"])  # unwrapped from DDP
 
 
-def test_training_can_start_from_local_weights(trained, tmp_path):
+def test_training_can_start_from_local_weights(bundle, trained, tmp_path):
     tmp, _ = trained
     ckpt = tmp / "models" / "model.pt"
-    net = workflow("train", tmp_path, pretrained=str(ckpt)).parser.get_parsed_content("network")
+    net = workflow(bundle, "train", tmp_path, pretrained=str(ckpt)).parser.get_parsed_content("network")
     state = torch.load(ckpt, weights_only=True)
     assert torch.equal(net.state_dict()["backbone.fc.weight"], state["backbone.fc.weight"])
     # a checkpoint for other labels: refused as is, accepted for the backbone with skip_head
@@ -217,8 +237,8 @@ def test_training_can_start_from_local_weights(trained, tmp_path):
     other["thresholds"] = torch.full((2,), 0.5)
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(Exception) as err:
-        workflow("train", tmp_path, pretrained=str(tmp_path / "other.pt")).parser.get_parsed_content("network")
+        workflow(bundle, "train", tmp_path, pretrained=str(tmp_path / "other.pt")).parser.get_parsed_content("network")
     assert "other.pt" in error_chain(err.value)
-    net = workflow("train", tmp_path, pretrained=str(tmp_path / "other.pt"),
+    net = workflow(bundle, "train", tmp_path, pretrained=str(tmp_path / "other.pt"),
                    pretrained_skip_head=True).parser.get_parsed_content("network")
     assert torch.equal(net.state_dict()["backbone.layer1.0.conv1.weight"], state["backbone.layer1.0.conv1.weight"])
