@@ -102,6 +102,8 @@ class Classifier(nn.Module):
         thresholds: buffer ``(num_classes,)`` of decision thresholds on probabilities (default 0.5).
         stem: stem used by CNNs ("small", "medium" or "standard"); ``"patch"`` for ViT.
         stem_stride: total down-sampling of the stem (1, 2 or 4; the patch size for ViT is in ``patch_size``).
+        conv: ``"standard"``, or ``"acs"`` once the 3D convolutions are ACS ones
+            (:func:`medclass.networks.convert_to_acs`).
         num_features: size of the pooled feature vector (input of the head).
         patch_size: ViT patch size per spatial dim (``None`` for CNNs).
         grid: ViT patches per spatial dim (``None`` for CNNs).
@@ -143,6 +145,7 @@ class Classifier(nn.Module):
         self.stem = stem
         self.stem_stride = int(stem_stride)
         self.width = width
+        self.conv = "standard"  # "acs" after medclass.networks.convert_to_acs
         # token layout, set by ViTClassifier (None / 0 for CNNs, whose target layer is a spatial feature map)
         self.patch_size = None
         self.grid = None
@@ -232,7 +235,7 @@ class Classifier(nn.Module):
     def set_extra_state(self, state: Any) -> None:
         """Restore the label names from a state written by :meth:`get_extra_state` (tensor or dict)."""
         meta = _decode_state(state)
-        for key in ("arch", "spatial_dims", "in_channels"):
+        for key in ("arch", "spatial_dims", "in_channels", "conv"):
             if key in meta and meta[key] != getattr(self, key):
                 logger.warning(
                     "loading weights saved from a model with %s=%r into one with %s=%r",
@@ -268,6 +271,7 @@ class Classifier(nn.Module):
             "stem": self.stem,
             "stem_stride": self.stem_stride,
             "width": self.width,
+            "conv": self.conv,
             "patch_size": list(self.patch_size) if self.patch_size is not None else None,
         }
 

@@ -28,7 +28,7 @@ from medclass.networks.classifier import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHS", "STEMS", "build_classifier", "choose_patch_size", "choose_stem", "normalize_image_size"]
+__all__ = ["ARCHS", "CONVS", "STEMS", "build_classifier", "choose_patch_size", "choose_stem", "normalize_image_size"]
 
 ARCHS: tuple[str, ...] = (
     "densenet121",
@@ -48,6 +48,9 @@ STEMS: tuple[str, ...] = ("auto", "small", "medium", "standard")
 
 STEM_STRIDE: dict[str, int] = {"small": 1, "medium": 2, "standard": 4}
 """Total down-sampling of each stem."""
+
+CONVS: tuple[str, ...] = ("standard", "acs")
+"""Convolution choices of 3D CNNs: plain ``Conv3d`` or ACS convolutions (:class:`medclass.networks.ACSConv`)."""
 
 _DENSENETS = {"densenet121": DenseNet121, "densenet169": DenseNet169, "densenet201": DenseNet201}
 _RESNETS: dict[str, tuple[type[nn.Module], list[int]]] = {
@@ -214,6 +217,28 @@ def _check_reserved(family: str, arch_kwargs: dict[str, Any]) -> None:
             )
 
 
+def _check_conv_inflate(arch: str, spatial_dims: int, conv: Any, inflate: Any) -> None:
+    """Validate ``conv`` and ``inflate`` of :func:`build_classifier`."""
+    from medclass.networks.inflate import check_inflate_mode
+
+    if conv not in CONVS:
+        raise ValueError(f"unknown conv {conv!r}: expected one of {CONVS}")
+    if conv == "acs" and (spatial_dims != 3 or arch == "vit"):
+        raise ValueError(
+            f"conv='acs' is for 3D densenet*/resnet* models, got arch={arch!r} with spatial_dims={spatial_dims}"
+        )
+    if inflate is None:
+        return
+    check_inflate_mode(inflate)
+    if spatial_dims != 3 or arch == "vit":
+        raise ValueError(
+            f"inflate={inflate!r} starts a 3D densenet*/resnet* from a 2D checkpoint; got arch={arch!r} with "
+            f"spatial_dims={spatial_dims}"
+        )
+    if inflate == "acs" and conv != "acs":
+        raise ValueError("inflate='acs' loads 2D kernels 1:1 into ACS convolutions: also pass conv='acs'")
+
+
 def _build_densenet(
     arch: str, spatial_dims: int, in_channels: int, num_classes: int, stem: str, width: int, arch_kwargs: dict
 ) -> nn.Module:
@@ -271,6 +296,8 @@ def build_classifier(
     skip_head: bool = False,
     label_names: Sequence[str] | None = None,
     thresholds: float | Sequence[float] | None = None,
+    conv: str = "standard",
+    inflate: str | None = None,
     **arch_kwargs: Any,
 ) -> Classifier:
     """Build an image classifier returning logits ``(B, num_classes)`` for inputs ``(B, C, H, W[, D])``.
@@ -294,6 +321,13 @@ def build_classifier(
         skip_head: with ``pretrained``, do not load the head (and thresholds, label names): start a new label set.
         label_names: one name per class (default ``class_0 ..``).
         thresholds: decision thresholds on probabilities, a float or one per class (default 0.5).
+        conv: ``"standard"`` or, for 3D densenet*/resnet*, ``"acs"``: every 3D convolution with a kernel > 1 becomes
+            an :class:`~medclass.networks.ACSConv` (2D kernels applied in the axial, coronal and sagittal planes,
+            weights stored 2D-shaped; MedMNIST v2's ACS baseline), see :func:`~medclass.networks.convert_to_acs`.
+        inflate: for 3D models, ``pretrained`` is a 2D checkpoint of the same arch/width/stem to inflate:
+            ``"i3d"`` (kernels repeated along depth / kD), ``"center"`` (kernel in the central depth slice) or
+            ``"acs"`` (1:1 into ``conv="acs"``), see :func:`~medclass.networks.inflate_2d_to_3d`. A 2D checkpoint
+            for a 3D model without ``inflate`` is refused. ``None`` or ``""``: no inflation.
         **arch_kwargs: passed to the MONAI constructor, e.g. ``growth_rate``/``block_config``/``dropout_prob``
             (DenseNet), ``layers``/``shortcut_type``/``act``/``norm`` (ResNet), ``patch_size``/``hidden_size``/
             ``mlp_dim``/``num_layers``/``num_heads``/``proj_type``/``pos_embed_type``/``dropout_rate``/
@@ -303,8 +337,9 @@ def build_classifier(
         A :class:`Classifier` (``DenseNetClassifier``, ``ResNetClassifier`` or ``ViTClassifier``).
 
     Raises:
-        ValueError: unknown arch/stem, bad sizes, image too small for the chosen stem, ViT patch size that does
-            not divide ``image_size``, unreadable/mismatching ``pretrained`` checkpoint.
+        ValueError: unknown arch/stem/conv/inflate, bad sizes, image too small for the chosen stem, ViT patch size
+            that does not divide ``image_size``, unreadable/mismatching ``pretrained`` checkpoint, ``conv="acs"``
+            or ``inflate`` for a 2D model or a ViT.
         TypeError: wrongly typed arguments, or ``arch_kwargs`` the factory sets itself.
         FileNotFoundError: ``pretrained`` does not exist.
     """
@@ -324,6 +359,8 @@ def build_classifier(
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
     size = normalize_image_size(image_size, spatial_dims) if image_size is not None else None
+    inflate = None if inflate == "" else inflate  # "" = none, as for pretrained (bundle configs)
+    _check_conv_inflate(arch, spatial_dims, conv, inflate)
     arch_kwargs = dict(arch_kwargs)
     common = dict(
         arch=arch,
@@ -396,21 +433,29 @@ def build_classifier(
         else:
             backbone = _build_resnet(arch, spatial_dims, in_channels, num_classes, stem, w, arch_kwargs)
             model = ResNetClassifier(backbone, stem=stem, stem_stride=STEM_STRIDE[stem], width=w, **common)
+        if conv == "acs":
+            from medclass.networks.acs import convert_to_acs
+
+            convert_to_acs(model)
 
     logger.info(
-        "built %s (%dD, %d->%d, image_size=%s, stem=%s): %.2fM parameters",
+        "built %s (%dD, %d->%d, image_size=%s, stem=%s, conv=%s): %.2fM parameters",
         arch,
         spatial_dims,
         in_channels,
         num_classes,
         size,
         model.stem,
+        model.conv,
         _num_params(model) / 1e6,
     )
     if pretrained is not None and str(pretrained) != "":
         from medclass.networks.weights import load_weights
 
-        load_weights(model, pretrained, skip_head=skip_head)
-    elif skip_head:
-        logger.warning("build_classifier: skip_head=True has no effect without pretrained")
+        load_weights(model, pretrained, skip_head=skip_head, inflate=inflate)
+    else:
+        if skip_head:
+            logger.warning("build_classifier: skip_head=True has no effect without pretrained")
+        if inflate is not None:
+            logger.warning("build_classifier: inflate=%r has no effect without pretrained", inflate)
     return model

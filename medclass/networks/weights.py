@@ -84,6 +84,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             f"{p} is not a PyTorch checkpoint readable with weights_only=True: {type(e).__name__}: {e}"
         ) from e
 
+    return _unwrap_state_dict(obj, str(p))
+
+
+def _unwrap_state_dict(obj: Any, source: str) -> dict[str, Any]:
+    """The state dict in a loaded checkpoint object (nested keys unwrapped, DDP/compile prefixes stripped)."""
     for _ in range(3):  # unwrap up to a few levels of nesting
         if _is_state_dict(obj):
             break
@@ -99,7 +104,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         else:
             what = type(obj).__name__
         raise ValueError(
-            f"{p} holds no state dict (found {what}); expected a state_dict or one under "
+            f"{source} holds no state dict (found {what}); expected a state_dict or one under "
             f"{'/'.join(repr(k) for k in _NESTED_KEYS)}"
         )
     state = dict(obj)
@@ -122,18 +127,53 @@ def _labels_fit(model: nn.Module, extra_state: Any) -> bool:
     return names is None or len(names) == num_classes
 
 
+def _saved_meta(model: nn.Module, extra_state: Any) -> dict[str, Any]:
+    """The classifier metadata saved in a checkpoint (empty where absent or unreadable)."""
+    decode = getattr(model, "decode_extra_state", None)
+    if decode is None or extra_state is None:
+        return {}
+    try:
+        return decode(extra_state)
+    except (TypeError, ValueError):
+        return {}
+
+
+def _conv_hint(model: nn.Module, extra_state: Any) -> str:
+    """A hint where the checkpoint metadata names another ``conv`` (e.g. an ACS checkpoint for a standard model)."""
+    conv = getattr(model, "conv", None)
+    saved = _saved_meta(model, extra_state).get("conv")
+    if conv is None or saved is None or saved == conv:
+        return ""
+    return f" (the checkpoint was saved from a model with conv={saved!r}, this one has conv={conv!r})"
+
+
 def _fmt(keys: list, total: int) -> str:
     listed = ", ".join(str(k) for k in keys[:_MAX_LISTED])
     more = f" ... (+{total - _MAX_LISTED} more)" if total > _MAX_LISTED else ""
     return f"[{listed}{more}]"
 
 
+def _first_2d_kernel(state: Mapping[str, Any], own: Mapping[str, Any]) -> tuple[str, list[int], list[int]] | None:
+    """A 4-D checkpoint tensor whose model counterpart is a 5-D kernel with the same leading shape (2D -> 3D)."""
+    for k, v in state.items():
+        t = own.get(k)
+        if (
+            isinstance(v, torch.Tensor)
+            and isinstance(t, torch.Tensor)
+            and (v.dim(), t.dim()) == (4, 5)
+            and tuple(t.shape[:4]) == tuple(v.shape)
+        ):
+            return k, list(v.shape), list(t.shape)
+    return None
+
+
 def load_weights(
     model: nn.Module,
-    path: str | os.PathLike,
+    path: str | os.PathLike | Mapping[str, Any],
     *,
     skip_head: bool = False,
     strict: bool = True,
+    inflate: str | None = None,
 ) -> LoadReport:
     """Load a checkpoint into a classifier (or a plain MONAI network state into its ``backbone``).
 
@@ -148,26 +188,52 @@ def load_weights(
     Args:
         model: a :class:`~medclass.networks.Classifier` (or any ``nn.Module``; ``skip_head`` then needs a
             ``head_name`` attribute).
-        path: checkpoint file.
+        path: checkpoint file (or an already loaded state dict).
         skip_head: do not load the classification head, the ``thresholds`` and the label names: the model keeps its
             freshly initialised head, so a model pretrained on other labels can start a new task.
         strict: raise on any missing, unexpected or mis-shaped key; with ``False`` load what matches and log the rest.
+        inflate: start a 3D model from a 2D checkpoint of the same arch/width/stem: ``"i3d"``, ``"center"`` or
+            ``"acs"`` (see :func:`~medclass.networks.inflate_2d_to_3d`). Without it, a 2D checkpoint for a model
+            with full 3D kernels is refused with a hint.
 
     Returns:
         A :class:`LoadReport`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not a checkpoint, or (strict) keys/shapes do not match; the message names the file and lists
-            up to 10 missing, unexpected and mis-shaped keys each.
+        ValueError: not a checkpoint, or (strict) keys/shapes do not match (a 2D checkpoint without ``inflate``
+            included); the message names the file and lists up to 10 missing, unexpected and mis-shaped keys each.
     """
-    state = read_state_dict(path)
+    if isinstance(path, Mapping):
+        source = "state dict"
+        state = _unwrap_state_dict(path, source)
+    else:
+        source = str(path)
+        state = read_state_dict(path)
     own = model.state_dict()
     target = "model"
     has_backbone = hasattr(model, "backbone") and isinstance(model.backbone, nn.Module)
     if has_backbone and not any(k.startswith("backbone.") or k in _MODEL_LEVEL_KEYS for k in state):
         target = "backbone"
         state = {f"backbone.{k}": v for k, v in state.items()}
+    hint = ""
+    if inflate is not None and inflate != "":
+        from medclass.networks.inflate import _prepare_inflated, check_inflate_mode
+
+        check_inflate_mode(inflate)
+        state, _, _ = _prepare_inflated(state, model, own, inflate, source)
+        hint = f" (2D checkpoint inflated with mode={inflate!r})"
+    else:
+        found = _first_2d_kernel(state, own)
+        if found is not None and _saved_meta(model, state.get("_extra_state")).get("spatial_dims") != 3:
+            if getattr(model, "conv", None) == "acs":
+                todo = "ACS model from it pass inflate='acs'"
+            else:
+                todo = "3D model from it pass inflate='i3d' (or 'center')"
+            key, shape2d, shape3d = found
+            hint = f"; it is a 2D checkpoint ({key}: checkpoint {shape2d} vs model {shape3d}): to start this {todo}"
+            if strict:
+                raise ValueError(f"checkpoint {source} does not fit {type(model).__name__}{hint}")
 
     skipped: list[str] = []
     expected = dict(own)
@@ -212,18 +278,24 @@ def load_weights(
         if mismatched:
             mm = [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in mismatched]
             parts.append(f"{len(mismatched)} mis-shaped keys {_fmt(mm, len(mm))}")
-        msg = f"checkpoint {path} does not match {type(model).__name__} ({target}): " + "; ".join(parts)
+        msg = f"checkpoint {source} does not match {type(model).__name__} ({target}){hint}: " + "; ".join(parts)
+        msg += _conv_hint(model, state.get("_extra_state"))
         if strict:
-            hint = "" if skip_head else " (skip_head=True drops the head to start a new label set)"
-            raise ValueError(msg + hint)
+            tip = "" if skip_head else " (skip_head=True drops the head to start a new label set)"
+            raise ValueError(msg + tip)
         logger.warning("%s; loading the %d matching keys only (strict=False)", msg, len(to_load))
 
     try:
         model.load_state_dict(to_load, strict=False)
     except (RuntimeError, ValueError, TypeError) as e:
-        raise ValueError(f"checkpoint {path} could not be loaded into {type(model).__name__}: {e}") from e
+        raise ValueError(f"checkpoint {source} could not be loaded into {type(model).__name__}: {e}") from e
     loaded = sorted(to_load)
     logger.info(
-        "loaded %d tensors from %s into the %s%s", len(loaded), path, target, " (head skipped)" if skip_head else ""
+        "loaded %d tensors from %s into the %s%s%s",
+        len(loaded),
+        source,
+        target,
+        " (head skipped)" if skip_head else "",
+        f" (inflated, mode={inflate})" if inflate else "",
     )
     return LoadReport(target, loaded, missing, unexpected, mismatched, skipped)
