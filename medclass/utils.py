@@ -6,6 +6,13 @@ _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0", "none", "null", "")
 
 
+def optional(value):
+    """``None`` for a config/CLI "nothing" (None, "none", "null", ""), else the value unchanged."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        return None
+    return value
+
+
 def flag(value, name: str = "flag") -> bool:
     """A config/CLI boolean: ``--resume false`` reaches the config as the *string* ``"false"`` (truthy).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medclass.utils import flag
+from medclass.utils import flag, optional
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,27 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
+def _is_dicom_name(name: str) -> bool:
+    return name.lower().endswith((".dcm", ".dicom"))
+
+
+def _studies(folder: Path) -> list[Path]:
+    """3D inputs under ``folder``: every folder holding two or more DICOM files is one series (one study);
+    NIfTI and other volume files, and lone DICOM files (multi-frame 3D), are one study each."""
+    studies = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        visible = sorted(f for f in files if not f.startswith("."))
+        dicoms = [f for f in visible if _is_dicom_name(f)]
+        if len(dicoms) >= 2:
+            studies.append(Path(root))
+            visible = [f for f in visible if not _is_dicom_name(f)]
+        studies += [Path(root) / f for f in visible if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not studies:
+        raise ValueError(f"{folder}: no volumes (NIfTI files, DICOM series folders or 3D DICOM files) found")
+    return studies
+
+
 def _item_id(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz",) + IMAGE_SUFFIXES:
@@ -114,14 +135,16 @@ def _item_id(path: Path) -> str:
     return path.stem
 
 
-def inference_items(source=None, data_args: dict | None = None) -> list[dict]:
+def inference_items(source=None, data_args: dict | None = None, spatial_dims: int = 2) -> list[dict]:
     """Items ``{"image", "id"}`` to predict on, without labels.
 
     Args:
         source: an image file, a folder (searched recursively), a list of files, a CSV/JSON/npz datalist, or
-            ``None`` for the test split of the bundle's data.
+            ``None`` for the test split of the bundle's data. For 3D bundles, a folder holding several DICOM
+            files is one study (a series), and so is each such subfolder.
         data_args: the bundle's :func:`prepare_data` arguments; the data is only loaded when ``source`` is
             ``None``. Its ``dataset_dir`` is the base for relative paths.
+        spatial_dims: 2 or 3, the bundle's.
     """
     data_args = dict(data_args or {})
     dataset_dir = data_args.get("dataset_dir")
@@ -139,7 +162,7 @@ def inference_items(source=None, data_args: dict | None = None) -> list[dict]:
         if not path.exists():
             raise FileNotFoundError(f"{path}: inference input does not exist")
         if path.is_dir():
-            paths = _image_files(path)
+            paths = _studies(path) if int(spatial_dims) == 3 else _image_files(path)
         elif path.name.lower().endswith((".csv", ".json", ".npz")):
             from medclass.data import load_image_list
 

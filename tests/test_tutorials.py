@@ -20,3 +20,15 @@ def test_tutorial_01_chest_xray_bundle(real_data, tmp_path):
     for r in rows:
         assert 0.0 <= float(r["prob_Effusion"]) <= 1.0
     assert "python -m monai.bundle run" in res.stdout  # the commands are shown to the reader
+
+
+def test_tutorial_02_your_own_3d_dataset(real_data, tmp_path):
+    res = subprocess.run([sys.executable, str(TUTORIALS / "02_your_own_3d_dataset.py"), "--tiny", "--workdir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(metrics["per_label"]) == ["sex_male"] and metrics["n"] >= 1
+    rows = list(csv.DictReader(open(tmp_path / "predictions" / "predictions.csv")))
+    assert [r["id"] for r in rows] == ["mr_t1_mprage_series"]  # the 176 slices are one study
+    assert 0.0 <= float(rows[0]["prob_sex_male"]) <= 1.0
+    assert "series read as (1, 256, 256, 176); network input (1, 64, 64, 48) in RAS orientation" in res.stdout

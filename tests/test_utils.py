@@ -14,3 +14,11 @@ def test_flag(value, expected):
 def test_flag_rejects(value):
     with pytest.raises(ValueError, match="resume must be true or false"):
         flag(value, "resume")
+
+
+@pytest.mark.parametrize("value,expected", [(None, None), ("None", None), ("null", None), ("", None),
+                                            ("i3d", "i3d"), (0, 0)])
+def test_optional(value, expected):
+    from medclass.utils import optional
+
+    assert optional(value) == expected

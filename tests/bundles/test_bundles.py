@@ -242,3 +242,24 @@ def test_training_can_start_from_local_weights(bundle, trained, tmp_path):
     net = workflow(bundle, "train", tmp_path, pretrained=str(tmp_path / "other.pt"),
                    pretrained_skip_head=True).parser.get_parsed_content("network")
     assert torch.equal(net.state_dict()["backbone.layer1.0.conv1.weight"], state["backbone.layer1.0.conv1.weight"])
+
+
+def test_volume_bundle_starts_from_an_inflated_2d_checkpoint(tmp_path):
+    """--pretrained a 2D model --pretrained_inflate i3d: the 3D network starts from the 2D kernels."""
+    from medclass.networks import build_classifier
+
+    cxr, vol = ROOT / "cxr_classification", ROOT / "volume_classification"
+    net2d = build_classifier("resnet18", 2, 1, 3, image_size=32, width=8, stem="medium",
+                             label_names=LABELS[vol.name])
+    torch.save(net2d.state_dict(), tmp_path / "model2d.pt")
+    assert cxr.exists()
+    wf = workflow(vol, "train", tmp_path, pretrained=str(tmp_path / "model2d.pt"), pretrained_inflate="i3d",
+                  stem="medium")
+    net3d = wf.parser.get_parsed_content("network")
+    w2, w3 = net2d.state_dict()["backbone.layer1.0.conv1.weight"], net3d.state_dict()["backbone.layer1.0.conv1.weight"]
+    assert w3.shape == (*w2.shape, 3)
+    assert torch.allclose(w3.sum(-1), w2, atol=1e-6)  # i3d: repeated along depth, divided by its size
+    with pytest.raises(Exception) as err:  # a 2D checkpoint without inflate is refused with a hint
+        workflow(vol, "train", tmp_path, pretrained=str(tmp_path / "model2d.pt"),
+                 stem="medium").parser.get_parsed_content("network")
+    assert "inflate" in error_chain(err.value)

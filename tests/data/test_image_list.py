@@ -54,3 +54,24 @@ def test_inference_items_sources(images):
     (images / "empty").mkdir()
     with pytest.raises(ValueError, match="no image files"):
         inference_items(str(images / "empty"))
+
+
+def test_3d_inference_items_group_dicom_series(tmp_path):
+    studies = tmp_path / "studies"
+    series = studies / "patient_a_series"
+    series.mkdir(parents=True)
+    for i in range(3):
+        (series / f"{i:03d}.dcm").write_bytes(b"x")
+    (series / "notes.txt").write_text("stray")  # skipped by the series reader, not a study of its own
+    (studies / "vol.nii.gz").write_bytes(b"x")
+    lone = studies / "mf" / "multiframe.dcm"
+    lone.parent.mkdir()
+    lone.write_bytes(b"x")
+    items = inference_items(str(studies), spatial_dims=3)
+    assert [(it["id"], it["image"]) for it in items] == [
+        ("vol", str(studies / "vol.nii.gz")), ("multiframe", str(lone)), ("patient_a_series", str(series))]
+    # the same folder given to a 2D bundle lists the image files themselves
+    assert len(inference_items(str(studies), spatial_dims=2)) == 5
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no volumes"):
+        inference_items(str(tmp_path / "empty"), spatial_dims=3)
