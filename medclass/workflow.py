@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medclass.utils import flag, optional
+from medclass.utils import flag, optional  # noqa: F401  (optional is re-exported for bundle configs)
 
 logger = logging.getLogger(__name__)
 
