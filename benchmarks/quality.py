@@ -44,7 +44,8 @@ RECIPE = {  # both dimensionalities
     "progress_bar": False,
     "num_workers": 0,
 }
-RECIPE_3D = {"batch_size": 32, "preset": "generic", "augment": {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
+RECIPE_3D = {"batch_size": 32, "preset": "generic", "preset_options": {}, "channels_last": True,
+             "augment": {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
 
 
 def _npz_setup(path: Path) -> dict:
@@ -138,6 +139,7 @@ def main(argv=None) -> dict:
         "epochs": epochs,
         "train_seconds": round(train_seconds, 1),
         "best_val_auc": round(best_val, 4),
+        "nonfinite_steps": trainer.nonfinite_steps,
         "seed": args.seed,
         "arch": overrides["arch"],
         "width": overrides["width"],

