@@ -956,7 +956,9 @@ def load_datalist(
     if unknown:
         raise TypeError(f"load_datalist: unknown option(s) {unknown}; CSV options are {', '.join(_CSV_OPTIONS)}")
     ddir = Path(dataset_dir).expanduser() if dataset_dir is not None else None
-    if ddir is not None and not ddir.is_dir():
+    # dataset_dir is the base of relative image paths in CSV/JSON lists; folders and npz files hold their images
+    needs_ddir = isinstance(source, Mapping) or Path(source).suffix.lower() in (".csv", ".tsv", ".json")
+    if needs_ddir and ddir is not None and not ddir.is_dir():
         raise FileNotFoundError(f"dataset_dir {ddir} is not a folder")
     if isinstance(source, Mapping):
         if column_options:

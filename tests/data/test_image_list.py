@@ -75,3 +75,15 @@ def test_3d_inference_items_group_dicom_series(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no volumes"):
         inference_items(str(tmp_path / "empty"), spatial_dims=3)
+
+
+def test_npz_and_folder_sources_ignore_an_absent_dataset_dir(tmp_path, images):
+    from medclass.data import load_datalist
+
+    arrays = {f"{s}_images": np.zeros((2, 28, 28), np.uint8) for s in ("train", "val", "test")}
+    arrays.update({f"{s}_labels": np.array([[0], [1]], np.uint8) for s in ("train", "val", "test")})
+    np.savez(tmp_path / "y.npz", **arrays)
+    assert load_datalist(tmp_path / "y.npz", dataset_dir=tmp_path / "absent").task == "binary"
+    csv_path = write_csv(images / "l.csv", ["image", "x"], [["img/a.png", 1]])
+    with pytest.raises(FileNotFoundError, match="absent is not a folder"):
+        load_datalist(csv_path, ["x"], dataset_dir=tmp_path / "absent")
