@@ -17,9 +17,6 @@ from medclass.utils import flag, optional  # noqa: F401  (optional is re-exporte
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
-
-
 def prepare_data(
     datalist: str | os.PathLike | None = None,
     dataset_dir: str | os.PathLike | None = None,
@@ -91,18 +88,15 @@ def loss_for(data, name: str = "auto", label_smoothing: float = 0.0, gamma: floa
     return build_loss(data.task, name=name, pos_weight=weight, label_smoothing=label_smoothing, gamma=gamma)
 
 
-def activation_kwargs(task: str) -> dict:
-    """``monai.transforms.Activationsd`` arguments turning logits into probabilities for the task."""
-    return {"sigmoid": task != "multiclass", "softmax": task == "multiclass"}
-
-
 def _image_files(folder: Path) -> list[Path]:
+    from medclass.data import READABLE_EXTENSIONS
+
     files = [
         p for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(READABLE_EXTENSIONS)
     ]
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise ValueError(f"{folder}: no image files ({', '.join(READABLE_EXTENSIONS)}) found")
     return files
 
 
@@ -113,6 +107,8 @@ def _is_dicom_name(name: str) -> bool:
 def _studies(folder: Path) -> list[Path]:
     """3D inputs under ``folder``: every folder holding two or more DICOM files is one series (one study);
     NIfTI and other volume files, and lone DICOM files (multi-frame 3D), are one study each."""
+    from medclass.data import READABLE_EXTENSIONS
+
     studies = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -121,18 +117,10 @@ def _studies(folder: Path) -> list[Path]:
         if len(dicoms) >= 2:
             studies.append(Path(root))
             visible = [f for f in visible if not _is_dicom_name(f)]
-        studies += [Path(root) / f for f in visible if f.lower().endswith(IMAGE_SUFFIXES)]
+        studies += [Path(root) / f for f in visible if f.lower().endswith(READABLE_EXTENSIONS)]
     if not studies:
         raise ValueError(f"{folder}: no volumes (NIfTI files, DICOM series folders or 3D DICOM files) found")
     return studies
-
-
-def _item_id(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz",) + IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def inference_items(source=None, data_args: dict | None = None, spatial_dims: int = 2) -> list[dict]:
@@ -169,12 +157,9 @@ def inference_items(source=None, data_args: dict | None = None, spatial_dims: in
             return load_image_list(path, dataset_dir=dataset_dir)
         else:
             paths = [path]
-    items = []
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: inference input does not exist")
-        items.append({"image": str(p), "id": _item_id(p)})
-    return items
+    from medclass.data import items_from_paths
+
+    return items_from_paths(paths, source=str(source) if not isinstance(source, (list, tuple)) else "inputs")
 
 
 def set_threads(num_threads: int | None = None) -> int:

@@ -48,3 +48,24 @@ def test_quality_npz(tmp_path, kind, labels_of, n_labels):
         assert len(res["per_label_auc"]) == n_labels
     else:  # multi-class: one-vs-rest AUC per class
         assert len(res["per_label_auc"]) == 3
+
+
+@pytest.mark.parametrize("name", ["adrenalmnist3d.npz", "adrenalmnist3d_64.npz"])
+def test_quality_3d_npz_through_the_volume_bundle(real_data, tmp_path, name):
+    """Real AdrenalMNIST3D volumes (a subset, to stay quick) go through the 3D bundle via --npz."""
+    from tests.conftest import need
+
+    src = np.load(need(real_data, f"medmnist/{name}"))
+    n = {"train": 64, "val": 24, "test": 32}
+    subset = {}
+    for split, k in n.items():
+        labels = src[f"{split}_labels"]
+        keep = np.concatenate([np.flatnonzero(labels[:, 0] == c)[: k // 2] for c in (0, 1)])  # both classes
+        subset[f"{split}_images"], subset[f"{split}_labels"] = src[f"{split}_images"][keep], labels[keep]
+    npz = tmp_path / name
+    np.savez(npz, **subset)
+    res = _quality().main(["--npz", str(npz), "--epochs", "1", "--workdir", str(tmp_path / "w"),
+                           "--set", "width", "4", "--set", "batch_size", "16"])
+    size = src["train_images"].shape[1]
+    assert res["bundle"] == "volume_classification" and res["image_size"] == [size] * 3
+    assert res["n_test"] == n["test"] and 0.0 <= res["test_auc"] <= 1.0 and res["nonfinite_steps"] == 0

@@ -10,7 +10,17 @@ Public API::
 
 from __future__ import annotations
 
-from medclass.data.datalist import IMAGE_EXTENSIONS, SPLIT_NAMES, TASKS, Datalist, canonical_split, load_datalist, load_image_list
+from medclass.data.datalist import (
+    IMAGE_EXTENSIONS,
+    READABLE_EXTENSIONS,
+    SPLIT_NAMES,
+    TASKS,
+    Datalist,
+    canonical_split,
+    items_from_paths,
+    load_datalist,
+    load_image_list,
+)
 from medclass.data.labels import (
     CXR14_LABELS,
     NO_FINDING,
@@ -40,6 +50,7 @@ from medclass.data.synthetic3d import (
 __all__ = [
     "CXR14_LABELS",
     "IMAGE_EXTENSIONS",
+    "READABLE_EXTENSIONS",
     "MEDMNIST_INFO",
     "NO_FINDING",
     "PHANTOM_LABELS",
@@ -56,6 +67,7 @@ __all__ = [
     "label_matrix",
     "label_prevalence",
     "labels_from_findings",
+    "items_from_paths",
     "load_datalist",
     "load_image_list",
     "load_medmnist",

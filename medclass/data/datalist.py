@@ -53,6 +53,8 @@ ALL_SPLIT = "all"
 TASKS: tuple[str, ...] = ("multilabel", "binary", "multiclass")
 #: Image files a class-per-folder tree may hold (matched ignoring case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".nii", ".nii.gz")
+# what inference accepts as an image/volume file (a superset: any format the readers open)
+READABLE_EXTENSIONS: tuple[str, ...] = IMAGE_EXTENSIONS + (".dicom", ".tif", ".tiff", ".bmp", ".nrrd", ".mha", ".mhd")
 
 _SPLIT_ALIASES = {
     "train": "training",
@@ -1063,3 +1065,17 @@ def load_image_list(
         _check_files([(where, p) for p, (_, _, where) in zip(paths, entries) if not os.path.exists(p)], str(path))
     ids = _assign_ids(paths, [e for _, e, _ in entries], [w for _, _, w in entries], str(path))
     return [{"image": p, "id": i} for p, i in zip(paths, ids)]
+
+
+def items_from_paths(paths: Sequence[str | os.PathLike], source: str = "inputs") -> list[dict[str, Any]]:
+    """``[{"image": path, "id": ...}]`` for files or study folders, with unique ids (file stems, lengthened by
+    parent folder names where stems collide).
+
+    Raises:
+        FileNotFoundError: a path does not exist (named).
+        ValueError: a path is listed twice.
+    """
+    resolved = [str(Path(p)) for p in paths]
+    _check_files([(f"item {i}", p) for i, p in enumerate(resolved) if not os.path.exists(p)], source, "input")
+    ids = _assign_ids(resolved, [None] * len(resolved), [f"item {i}" for i in range(len(resolved))], source)
+    return [{"image": p, "id": i} for p, i in zip(resolved, ids)]

@@ -87,3 +87,14 @@ def test_npz_and_folder_sources_ignore_an_absent_dataset_dir(tmp_path, images):
     csv_path = write_csv(images / "l.csv", ["image", "x"], [["img/a.png", 1]])
     with pytest.raises(FileNotFoundError, match="absent is not a folder"):
         load_datalist(csv_path, ["x"], dataset_dir=tmp_path / "absent")
+
+
+def test_inference_ids_stay_unique_when_stems_collide(tmp_path):
+    from tests.data.conftest import write_png
+
+    write_png(tmp_path / "site_a" / "scan.png")
+    write_png(tmp_path / "site_b" / "scan.png")
+    ids = [it["id"] for it in inference_items(str(tmp_path))]
+    assert len(set(ids)) == 2 and all(i.endswith("scan") for i in ids)
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        inference_items([str(tmp_path / "site_a" / "scan.png"), str(tmp_path / "gone.png")])
