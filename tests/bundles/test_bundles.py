@@ -263,3 +263,20 @@ def test_volume_bundle_starts_from_an_inflated_2d_checkpoint(tmp_path):
         workflow(vol, "train", tmp_path, pretrained=str(tmp_path / "model2d.pt"),
                  stem="medium").parser.get_parsed_content("network")
     assert "inflate" in error_chain(err.value)
+
+
+def test_volume_bundle_refuses_a_2d_image_naming_it(tmp_path):
+    """A chest X-ray PNG given to the 3D bundle stops with an error naming the file, before any output."""
+    from PIL import Image
+
+    png = tmp_path / "cxr.png"
+    Image.fromarray((torch.rand(64, 64) * 255).byte().numpy()).save(png)
+    vol = ROOT / "volume_classification"
+    net = workflow(vol, "inference", tmp_path).parser.get_parsed_content("network_def")
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    wf = workflow(vol, "inference", tmp_path, input=str(png), model_path=str(tmp_path / "model.pt"))
+    with pytest.raises(Exception) as err:
+        wf.run()
+    assert "is a 2D image; expected" in error_chain(err.value) and str(png) in error_chain(err.value)
+    assert not (tmp_path / "eval" / "predictions.csv").exists() or \
+        (tmp_path / "eval" / "predictions.csv").read_text() == ""
