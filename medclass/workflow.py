@@ -184,6 +184,19 @@ def init_distributed() -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def finish_distributed() -> None:
+    """Leave the process group once every rank is done.
+
+    Without the barrier, a rank with no files to write tears the group down while rank 0 still saves its
+    checkpoints, and gloo aborts that rank (``terminate called without an active exception``).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def distributed(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Wrap a network in DistributedDataParallel on its device."""
     from torch.nn.parallel import DistributedDataParallel
