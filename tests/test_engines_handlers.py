@@ -202,3 +202,43 @@ def test_resume_false_as_a_command_line_string_starts_over(tmp_path):
     _, trainer, _, manager = make(tmp_path, max_epochs=1, resume="false")
     trainer.run()
     assert manager.resumed_from_epoch is None and trainer.state.epoch == 1
+
+
+class _InfGradInBF16(torch.autograd.Function):
+    """Identity whose backward is infinite when the forward ran in bf16 (as bf16 + channels_last_3d did here)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.bf16 = x.dtype == torch.bfloat16
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf") if ctx.bf16 else g
+
+
+class TinyBF16Trap(Tiny):
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(2)
+
+    def forward(self, x):
+        return self.bn(_InfGradInBF16.apply(self.fc(x.flatten(1))))
+
+
+def test_bf16_instability_falls_back_to_fp32_and_keeps_buffers_clean(tmp_path):
+    net, trainer, _, _ = make(tmp_path, max_epochs=2)
+    trap = TinyBF16Trap()
+    trainer.network = trap
+    trainer.optimizer = torch.optim.SGD(trap.parameters(), lr=0.1)
+    trainer.precision = "bf16"
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                              lambda e: seen.append((e.state.iteration, trap.bn.running_mean.clone())))
+    before = trap.fc.weight.detach().clone()
+    trainer.run()
+    assert trainer.precision == "fp32" and trainer.precision_fallbacks == 1
+    assert trainer.nonfinite_steps == 3  # skipped, then fp32 for the rest
+    assert all(torch.equal(m, torch.zeros(2)) for i, m in seen[:3])  # skipped steps left the buffers as they were
+    assert not torch.equal(seen[3][1], torch.zeros(2))  # the first fp32 step updates them
+    assert torch.isfinite(trap.fc.weight).all() and not torch.equal(trap.fc.weight, before)

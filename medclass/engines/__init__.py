@@ -69,7 +69,11 @@ class Trainer(SupervisedTrainer):
             ``bf16`` or ``fp16``. The loss is always computed in fp32.
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         max_nonfinite_steps: raise after this many consecutive steps with a non-finite loss or gradient
-            (each such step is skipped, so NaN never reaches the weights or the metrics).
+            (each such step is skipped, and the network's running statistics restored, so NaN never reaches the
+            weights, the BatchNorm buffers or the metrics).
+        fallback_after: after this many consecutive non-finite steps in bf16/fp16, continue the run in fp32
+            (logged; ``precision_fallbacks`` counts it). bf16 with channels-last 3D convolutions gave infinite
+            gradients from the first step for some initialisations here.
         channels_last: use channels-last memory format for the network and inputs.
         kwargs: passed to ``monai.engines.SupervisedTrainer`` (``amp`` is managed here).
     """
@@ -80,6 +84,7 @@ class Trainer(SupervisedTrainer):
         precision: str = "auto",
         grad_clip: float | None = None,
         max_nonfinite_steps: int = 20,
+        fallback_after: int = 3,
         channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -92,7 +97,9 @@ class Trainer(SupervisedTrainer):
         self.grad_scaler = (
             torch.amp.GradScaler("cuda") if self.precision == "fp16" and torch.device(self.state.device).type == "cuda" else None
         )
+        self.fallback_after = int(fallback_after)
         self.nonfinite_steps = 0
+        self.precision_fallbacks = 0
         self._nonfinite_run = 0
         if self.channels_last:
             self.network.to(memory_format=_channels_last_format(self.network))
@@ -108,6 +115,9 @@ class Trainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        # running statistics change in the forward pass: keep them to undo a step that goes non-finite
+        buffers = [b for b in engine.network.buffers() if b.is_floating_point()]
+        saved = [b.detach().clone() for b in buffers]
         with autocast_context(engine.precision, engine.state.device):
             pred = engine.inferer(inputs, engine.network)
         pred = pred.float()
@@ -138,11 +148,22 @@ class Trainer(SupervisedTrainer):
             engine.nonfinite_steps += 1
             engine._nonfinite_run += 1
             engine.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
             logger.warning(
                 "epoch %d iteration %d: non-finite loss (%s) or gradient norm (%s) with %s; step skipped",
                 engine.state.epoch, engine.state.iteration, float(loss.detach()), float(grad_norm), engine.precision,
             )
-            if engine._nonfinite_run >= engine.max_nonfinite_steps:
+            if engine.precision != "fp32" and engine._nonfinite_run >= engine.fallback_after:
+                logger.warning(
+                    "%d consecutive non-finite steps with %s: continuing this run in fp32",
+                    engine._nonfinite_run, engine.precision,
+                )
+                engine.precision, engine.grad_scaler = "fp32", None
+                engine.precision_fallbacks += 1
+                engine._nonfinite_run = 0
+            elif engine._nonfinite_run >= engine.max_nonfinite_steps:
                 raise FloatingPointError(
                     f"{engine._nonfinite_run} consecutive training steps had a non-finite loss or gradient "
                     f"(precision {engine.precision}); lower the learning rate, set precision: fp32, or check the input data"
