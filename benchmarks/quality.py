@@ -142,6 +142,7 @@ def main(argv=None) -> dict:
         "train_seconds": round(train_seconds, 1),
         "best_val_auc": round(best_val, 4),
         "nonfinite_steps": trainer.nonfinite_steps,
+        "precision_fallbacks": trainer.precision_fallbacks,
         "seed": args.seed,
         "arch": overrides["arch"],
         "width": overrides["width"],
