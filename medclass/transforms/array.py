@@ -76,6 +76,18 @@ def resolve_window(window: str | Sequence[float]) -> tuple[float, float]:
     return level, width
 
 
+class _KeyWise(MapTransform):
+    """Dictionary wrapper base: applies the array transform held in ``self.<_array_attr>`` to every key."""
+
+    _array_attr: str
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        transform = getattr(self, self._array_attr)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = transform(d[key])
+        return d
+
 class RobustScaleIntensity(Transform):
     """Scale intensities per image to ``[0, 1]`` between two percentiles, clipping outside values.
 
@@ -112,20 +124,15 @@ class RobustScaleIntensity(Transform):
         return out
 
 
-class RobustScaleIntensityd(MapTransform):
+class RobustScaleIntensityd(_KeyWise):
     """Dictionary wrapper of :class:`RobustScaleIntensity`."""
+    _array_attr = "scaler"
 
     def __init__(
         self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.scaler = RobustScaleIntensity(lower, upper)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.scaler(d[key])
-        return d
 
 
 class WindowIntensity(Transform):
@@ -151,20 +158,15 @@ class WindowIntensity(Transform):
         return out
 
 
-class WindowIntensityd(MapTransform):
+class WindowIntensityd(_KeyWise):
     """Dictionary wrapper of :class:`WindowIntensity`."""
+    _array_attr = "windower"
 
     def __init__(
         self, keys: KeysCollection, window: str | Sequence[float] = "soft_tissue", allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.windower = WindowIntensity(window)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.windower(d[key])
-        return d
 
 
 class ZScoreIntensity(Transform):
@@ -206,18 +208,13 @@ class ZScoreIntensity(Transform):
         return out
 
 
-class ZScoreIntensityd(MapTransform):
+class ZScoreIntensityd(_KeyWise):
     """Dictionary wrapper of :class:`ZScoreIntensity`."""
+    _array_attr = "normalizer"
 
     def __init__(self, keys: KeysCollection, foreground: float = 0.05, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.normalizer = ZScoreIntensity(foreground)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.normalizer(d[key])
-        return d
 
 
 class AdaptiveResize(Transform):
@@ -255,18 +252,13 @@ class AdaptiveResize(Transform):
         return self.resizer(img, mode=mode, align_corners=False, anti_aliasing=True)
 
 
-class AdaptiveResized(MapTransform):
+class AdaptiveResized(_KeyWise):
     """Dictionary wrapper of :class:`AdaptiveResize`."""
+    _array_attr = "resizer"
 
     def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.resizer = AdaptiveResize(spatial_size)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.resizer(d[key])
-        return d
 
 
 class CropOrPad(Transform):
@@ -303,18 +295,13 @@ class CropOrPad(Transform):
         return self.cropper(img, value=value)
 
 
-class CropOrPadd(MapTransform):
+class CropOrPadd(_KeyWise):
     """Dictionary wrapper of :class:`CropOrPad`."""
+    _array_attr = "cropper"
 
     def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.cropper = CropOrPad(spatial_size)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.cropper(d[key])
-        return d
 
 
 class LabelToTensor(Transform):
