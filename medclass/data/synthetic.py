@@ -175,15 +175,22 @@ def _draw(
     return out, {name: m for name, m in masks.items() if m.any()}
 
 
-def _params(n: int, size: int, seed: int, prevalence: float | Mapping[str, float], label_names: Sequence[str]) -> dict:
+def check_phantom_args(label_names: Sequence[str], allowed: Sequence[str], n, size, min_size: int,
+                       what: str = "phantom", unit: str = "pixels") -> list[str]:
+    """Validate phantom label names, count and size (shared by the 2D and 3D generators); returns the names."""
     names = [str(name) for name in label_names]
-    unknown = [name for name in names if name not in PHANTOM_LABELS]
+    unknown = [name for name in names if name not in allowed]
     if not names or unknown or len(set(names)) != len(names):
-        raise ValueError(f"phantom label_names {names} must be distinct names among {list(PHANTOM_LABELS)}")
+        raise ValueError(f"{what} label_names {names} must be distinct names among {list(allowed)}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"phantom count n={n!r} must be a positive integer")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
-        raise ValueError(f"phantom size={size!r} must be an integer >= 32 (pixels)")
+        raise ValueError(f"{what} count n={n!r} must be a positive integer")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < min_size:
+        raise ValueError(f"{what} size={size!r} must be an integer >= {min_size} ({unit})")
+    return names
+
+
+def _params(n: int, size: int, seed: int, prevalence: float | Mapping[str, float], label_names: Sequence[str]) -> dict:
+    names = check_phantom_args(label_names, PHANTOM_LABELS, n, size, 32)
     if isinstance(prevalence, Mapping):
         missing = [name for name in names if name not in prevalence]
         if missing:

@@ -26,6 +26,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from medclass.data.synthetic import check_phantom_args
+
 logger = logging.getLogger(__name__)
 
 VOLUME_PHANTOM_LABELS: tuple[str, ...] = ("mass", "cyst", "calcification")
@@ -37,14 +39,7 @@ _PARAMS_NAME = "phantoms.json"
 
 
 def _params(n, size, seed, prevalence, label_names) -> dict:
-    names = [str(x) for x in label_names]
-    unknown = [x for x in names if x not in VOLUME_PHANTOM_LABELS]
-    if not names or unknown or len(set(names)) != len(names):
-        raise ValueError(f"volume phantom label_names {names} must be distinct names among {list(VOLUME_PHANTOM_LABELS)}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"volume phantom count n={n!r} must be a positive integer")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 24:
-        raise ValueError(f"volume phantom size={size!r} must be an integer >= 24 (voxels)")
+    names = check_phantom_args(label_names, VOLUME_PHANTOM_LABELS, n, size, 24, "volume phantom", "voxels")
     if not 0.0 <= float(prevalence) <= 1.0:
         raise ValueError(f"volume phantom prevalence {prevalence!r} must be in [0, 1]")
     return {"version": VOLUME_PHANTOM_VERSION, "n": int(n), "size": int(size), "seed": int(seed),
