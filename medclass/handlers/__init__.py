@@ -1,5 +1,6 @@
-"""Thin ignite adapters around medclass's pure functions (metrics, predictions, checkpoints)."""
+"""Thin ignite adapters around medclass's pure functions (metrics, predictions, checkpoints, weight averaging)."""
 
+from medclass.handlers.averaging import WeightAveraging
 from medclass.handlers.checkpoint import CheckpointManager
 from medclass.handlers.early_stop import EarlyStopping
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
@@ -15,4 +16,5 @@ __all__ = [
     "MeanAccuracy",
     "PredictionWriter",
     "ProgressBar",
+    "WeightAveraging",
 ]

@@ -51,6 +51,9 @@ class CheckpointManager:
         best_filename: name of the best-model file.
         last_filename: name of the last-epoch file.
         enabled: set False on ranks other than 0 (resume still loads on every rank).
+        averaging: a :class:`medclass.handlers.WeightAveraging`; when enabled, ``model.pt`` holds the averaged
+            weights (the ones validated) and ``last.pt`` the average as well, so a resumed run continues it.
+            The checkpoint manager attaches it to the trainer (what is averaged and what is saved go together).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class CheckpointManager:
         best_filename: str = "model.pt",
         last_filename: str = "last.pt",
         enabled: bool = True,
+        averaging: Any = None,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir)
         self.network = network
@@ -77,11 +81,14 @@ class CheckpointManager:
         self.last_path = self.ckpt_dir / last_filename
         self.enabled = flag(enabled, "enabled")
         self.resumed_from_epoch: int | None = None
+        self.averaging = averaging if averaging is not None and getattr(averaging, "enabled", False) else None
 
     def attach(self, trainer: Engine) -> None:
         self.trainer = trainer
         trainer.add_event_handler(Events.STARTED, self._resume)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save)
+        if self.averaging is not None:
+            self.averaging.attach(trainer)
 
     def _resume(self, trainer: Engine) -> None:
         if not self.resume or not self.last_path.exists():
@@ -103,6 +110,8 @@ class CheckpointManager:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
             self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if self.averaging is not None and "averaging" in ckpt:
+            self.averaging.load_state_dict(ckpt["averaging"])
         state = ckpt["trainer"]
         trainer.state.epoch = int(state["epoch"])
         trainer.state.iteration = int(state["iteration"])
@@ -123,7 +132,8 @@ class CheckpointManager:
             return
         net = _unwrap(self.network)
         if self._best_improved(trainer) or not self.best_path.exists():
-            atomic_save(net.state_dict(), self.best_path)
+            best = self.averaging.averaged_state_dict() if self.averaging is not None else net.state_dict()
+            atomic_save(best, self.best_path)
             metric = getattr(self.evaluator.state, "best_metric", None) if self.evaluator else None
             logger.info("epoch %d: saved %s (key metric %s)", trainer.state.epoch, self.best_path, metric)
         ckpt: dict[str, Any] = {
@@ -131,6 +141,8 @@ class CheckpointManager:
             "trainer": {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration},
             "fingerprint": self.fingerprint,
         }
+        if self.averaging is not None:
+            ckpt["averaging"] = self.averaging.state_dict()
         if self.optimizer is not None:
             ckpt["optimizer"] = self.optimizer.state_dict()
         if self.lr_scheduler is not None:
