@@ -169,8 +169,33 @@ class Trainer(SupervisedTrainer):
                     f"(precision {engine.precision}); lower the learning rate, set precision: fp32, or check the input data"
                 )
         engine.state.output[Keys.LOSS] = loss.detach()
+        _broadcast_buffers(engine.network)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _broadcast_buffers(network: torch.nn.Module) -> None:
+    """DDP: copy rank 0's floating-point buffers (BatchNorm statistics) to every rank after a step.
+
+    DDP broadcasts buffers at the start of each forward, so the ranks' statistics differ only by their own last
+    forward; syncing after the step makes validation, weight averaging and the saved model identical on every rank.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(network, DistributedDataParallel) or not network.broadcast_buffers:
+        return
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    buffers = [b for b in network.module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    with torch.no_grad():
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        torch.distributed.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
 
 
 class Evaluator(SupervisedEvaluator):

@@ -16,7 +16,13 @@ logger = logging.getLogger(__name__)
 
 
 class _CumulativePredLabel(CumulativeIterationMetric):
-    """Accumulates (pred, label) pairs over an epoch (gathered across ranks) for an epoch-level metric."""
+    """Accumulates (pred, label) pairs over an epoch (gathered across ranks) for an epoch-level metric.
+
+    ``count`` is the number of samples the last aggregate saw, over all ranks (a distributed validation must
+    count every sample once: no padding duplicates).
+    """
+
+    count: int = 0
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None):  # type: ignore[override]
         if y is None:
@@ -26,7 +32,9 @@ class _CumulativePredLabel(CumulativeIterationMetric):
     def _arrays(self):
         y_pred, y = self.get_buffer()
         if not isinstance(y_pred, torch.Tensor) or y_pred.numel() == 0:
+            self.count = 0
             return None, None
+        self.count = len(y)
         return y.cpu().numpy().reshape(len(y), -1), y_pred.cpu().numpy().reshape(len(y_pred), -1)
 
 

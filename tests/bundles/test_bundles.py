@@ -208,11 +208,22 @@ def test_truncated_image_stops_before_training_naming_the_file(bundle, tmp_path)
 
 
 def test_multi_process_training_with_gloo(bundle, tmp_path):
-    """multi_gpu_train with 2 CPU processes (gloo): trains, rank 0 writes the checkpoints."""
+    """multi_gpu_train with 2 CPU processes (gloo): trains, the ranks end with identical weights, validation
+    counts every sample once, rank 0 writes the checkpoints."""
     tiny = TINY[bundle.name]
+    # test-only extra config: each rank dumps its weights and what its validation saw before the group ends
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(
+        "finalize:\n"
+        "  - \"$torch.save({'state': @network.module.state_dict(), 'val_count': "
+        "@validate#key_metric#val_mean_auc.metric_fn.count, 'val_dataset': len(@validate#dataset), "
+        "'val_rank_share': len(@validate#sampler), 'train_rank_share': len(@train#sampler)}, "
+        f"'{tmp_path}/rank' + str(torch.distributed.get_rank()) + '.pt')\"\n"
+        "  - \"$medclass.workflow.finish_distributed()\"\n"
+    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "--config_file",
-           "['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']",
+           f"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml','{probe}']",
            "--bundle_root", str(bundle), "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"),
            "--log_dir", str(tmp_path / "runs"), "--max_epochs", "1", "--image_size", json.dumps(tiny["image_size"]),
            "--width", "8", "--batch_size", str(tiny["batch_size"]), "--phantoms", json.dumps(tiny["phantoms"]),
@@ -222,6 +233,13 @@ def test_multi_process_training_with_gloo(bundle, tmp_path):
     last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
     assert last["trainer"]["epoch"] == 1
     assert not any(k.startswith("module.") for k in last["network"])  # unwrapped from DDP
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, value in ranks[0]["state"].items():  # DDP keeps the replicas in step (BatchNorm statistics too)
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    n_val = ranks[0]["val_dataset"]
+    assert n_val > 2 and ranks[0]["val_rank_share"] + ranks[1]["val_rank_share"] == n_val  # split, not padded
+    assert ranks[0]["val_count"] == ranks[1]["val_count"] == n_val  # gathered: every sample once
+    assert ranks[0]["train_rank_share"] > 0 and ranks[0]["train_rank_share"] == ranks[1]["train_rank_share"]
 
 
 def test_training_can_start_from_local_weights(bundle, trained, tmp_path):
