@@ -71,3 +71,26 @@ def test_quality_3d_npz_through_the_volume_bundle(real_data, tmp_path, name):
     assert res["n_test"] == n["test"] and 0.0 <= res["test_auc"] <= 1.0
     # bf16 + channels_last_3d can give infinite gradients from the first step: at most one fallback to fp32
     assert res["precision_fallbacks"] <= 1 and res["nonfinite_steps"] <= 3
+
+
+def test_speed_benchmark_runs_every_phase_on_real_data(real_data, tmp_path):
+    """benchmarks/speed.py --quick: every phase runs on the real sets; the ratios are the phases' figures."""
+    import json
+    import subprocess
+
+    from tests.conftest import need
+
+    need(real_data, "medmnist/pneumoniamnist.npz")
+    need(real_data, "dicom/chest_xray")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--dims", "2",
+                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    r = out["2d"]
+    a, b, c = (r[k]["images_per_s"] for k in ("a_bare", "b_bundle", "c_plain_monai"))
+    assert min(a, b, c) > 0
+    assert r["b_over_a"] == round(b / a, 3) and r["b_over_c"] == round(b / c, 3) == out["b_over_c_2d"]
+    assert r["b_bundle"]["train_images"] == 64 and r["a_bare"]["train_gflop_per_image"] > 0
+    assert out["peak"]["bf16_matmul_gflops"] > 0 and r["fraction_of_bf16_matmul_peak"] > 0
+    assert out["latency"]["file_to_probs_ms"] > 0 and out["latency"]["forward_ms"] > 0
+    assert all(r[k]["peak_rss_mb"] > 100 for k in ("a_bare", "b_bundle", "c_plain_monai"))
