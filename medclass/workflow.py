@@ -162,6 +162,43 @@ def inference_items(source=None, data_args: dict | None = None, spatial_dims: in
     return items_from_paths(paths, source=str(source) if not isinstance(source, (list, tuple)) else "inputs")
 
 
+CACHES = ("memory", "disk", "none")
+
+
+def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache_dir: str | os.PathLike | None = None,
+                   cache_rate: float = 1.0, num_workers: int = 0):
+    """A dataset that decodes and preprocesses each item once; random augmentation runs after the cache.
+
+    MONAI's cache datasets run the transform chain up to its first random transform once and keep the result,
+    so only the augmentation is repeated every epoch.
+
+    Args:
+        data: datalist items.
+        transform: the item transform (deterministic part first, then augmentation).
+        cache: ``memory`` (``CacheDataset``: fastest; the cached share of the data must fit in RAM), ``disk``
+            (``PersistentDataset`` in ``cache_dir``: for datasets larger than memory; reused by later runs) or
+            ``none`` (decode every epoch).
+        cache_dir: folder for ``disk``.
+        cache_rate: share of items cached in memory (``memory`` only).
+        num_workers: threads that fill the memory cache.
+    """
+    from monai.data import CacheDataset, Dataset, PersistentDataset
+    from monai.data.utils import pickle_hashing
+
+    cache = str(cache).lower()
+    if cache == "memory":
+        return CacheDataset(data, transform, cache_rate=float(cache_rate), num_workers=int(num_workers or 0) or None)
+    if cache == "disk":
+        if not cache_dir:
+            raise ValueError("cache: disk needs a cache_dir (a folder for the preprocessed items)")
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        # the transform's hash is part of the key: a changed preset or image size never reads stale items
+        return PersistentDataset(data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
+    if cache == "none":
+        return Dataset(data, transform)
+    raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+
+
 def set_threads(num_threads: int | None = None) -> int:
     """Use every core for intra-op parallelism unless told otherwise; returns the thread count."""
     if num_threads:

@@ -22,3 +22,32 @@ def test_optional(value, expected):
     from medclass.utils import optional
 
     assert optional(value) == expected
+
+
+def test_cached_dataset_memory_disk_none(tmp_path):
+    """The three caches give the same deterministic items; disk writes files keyed by data and transform."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from medclass.transforms import build_transforms
+    from medclass.workflow import cached_dataset
+
+    rng = np.random.default_rng(0)
+    items = [{"image": rng.random((28, 28)).astype(np.float32), "label": np.array([i % 2], np.float32),
+              "id": f"img{i}"} for i in range(4)]
+    tf = build_transforms("generic", 2, (32, 32), train=False)
+    ref = [cached_dataset(items, tf, "none")[i]["image"] for i in range(4)]
+    for cache in ("memory", "disk"):
+        ds = cached_dataset(items, tf, cache, cache_dir=tmp_path / "c")
+        for i in range(4):
+            torch.testing.assert_close(torch.as_tensor(ds[i]["image"]), torch.as_tensor(ref[i]))
+    first = set((tmp_path / "c").iterdir())
+    assert len(first) == 4  # one file per item
+    ds = cached_dataset(items, build_transforms("generic", 2, (48, 48), train=False), "disk", cache_dir=tmp_path / "c")
+    assert ds[0]["image"].shape[-2:] == (48, 48)  # a changed transform never reads the 32 px items
+    assert len(set((tmp_path / "c").iterdir())) == 5
+    with pytest.raises(ValueError, match="cache_dir"):
+        cached_dataset(items, tf, "disk")
+    with pytest.raises(ValueError, match="cache must be one of"):
+        cached_dataset(items, tf, "ram")

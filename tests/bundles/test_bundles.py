@@ -86,6 +86,18 @@ def trained(bundle, tmp_path_factory):
     return tmp, wf
 
 
+def test_cache_on_disk_is_a_config_value(bundle, tmp_path):
+    """--cache disk: training and validation items are preprocessed once into cache_dir (data larger than RAM)."""
+    from monai.data import PersistentDataset
+
+    wf = workflow(bundle, "train", tmp_path, cache="disk", cache_dir=str(tmp_path / "cache"))
+    for key, split in (("train#dataset", "training"), ("validate#dataset", "validation")):
+        ds = wf.parser.get_parsed_content(key)
+        assert isinstance(ds, PersistentDataset)
+        assert ds[0]["image"].shape[1:] == tuple(TINY[bundle.name]["image_size"])
+        assert len(list((tmp_path / "cache" / split).iterdir())) == 1
+
+
 def test_train_writes_checkpoints_and_logs(bundle, trained):
     tmp, wf = trained
     best = torch.load(tmp / "models" / "model.pt", weights_only=True)
