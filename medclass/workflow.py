@@ -199,6 +199,34 @@ def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache
     raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
 
 
+LOADERS = ("process", "thread")
+
+
+def data_loader(dataset, batch_size: int = 1, shuffle: bool = False, num_workers: int = 0, loader: str = "process",
+                **kwargs):
+    """A MONAI data loader: worker processes (``process``, PyTorch's ``DataLoader``) or a background thread
+    (``thread``, MONAI's ``ThreadDataLoader``) that prepares the next batches (augmentation included) while the
+    network trains on the current one; with ``num_workers`` > 0 its workers are threads too.
+
+    Args:
+        dataset: the dataset.
+        batch_size: items per batch.
+        shuffle: shuffle every epoch (ignored by the caller when a ``sampler`` is given).
+        num_workers: worker processes (``process``) or threads (``thread``).
+        loader: ``process`` or ``thread``.
+        kwargs: passed on (``sampler``, ``drop_last``, ...).
+    """
+    from monai.data import DataLoader, ThreadDataLoader
+
+    loader = str(loader).lower()
+    if loader == "process":
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=int(num_workers), **kwargs)
+    if loader == "thread":
+        return ThreadDataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=int(num_workers),
+                                use_thread_workers=int(num_workers) > 0, buffer_size=2, **kwargs)
+    raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
+
+
 def set_threads(num_threads: int | None = None) -> int:
     """Use every core for intra-op parallelism unless told otherwise; returns the thread count."""
     if num_threads:

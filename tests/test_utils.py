@@ -51,3 +51,21 @@ def test_cached_dataset_memory_disk_none(tmp_path):
         cached_dataset(items, tf, "disk")
     with pytest.raises(ValueError, match="cache must be one of"):
         cached_dataset(items, tf, "ram")
+
+
+def test_thread_loader_gives_the_same_batches(tmp_path):
+    import pytest
+    import torch
+
+    from medclass.workflow import data_loader
+
+    data = [{"image": torch.full((1, 4), float(i)), "id": f"i{i}"} for i in range(10)]
+    ref = [b["image"] for b in data_loader(data, batch_size=4)]
+    for workers in (0, 2):
+        got = [b["image"] for b in data_loader(data, batch_size=4, loader="thread", num_workers=workers)]
+        assert len(got) == len(ref) == 3
+        for g, r in zip(got, ref):
+            assert torch.equal(g, r)
+    assert len(list(data_loader(data, batch_size=4, loader="thread", drop_last=True))) == 2
+    with pytest.raises(ValueError, match="loader must be one of"):
+        data_loader(data, loader="gpu")
