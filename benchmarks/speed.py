@@ -81,7 +81,15 @@ def _overrides(args, dims: int, npz: Path, work: Path) -> dict:
         "log_dir": str(work / "runs"), "resume": False, "progress_bar": False, "num_workers": 0,
         "max_epochs": 2, "early_stop_patience": 0, "seed": 0,
         **({"preset": "generic", "preset_options": {}} if dims == 3 else {}),
+        **{k: _json_or_str(v) for k, v in args.set},
     }
+
+
+def _json_or_str(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _parse_bundle(dims: int, overrides: dict, kind: str = "train"):
@@ -341,6 +349,8 @@ def main(argv=None) -> dict:
                     help="training images per dimensionality for the timed phases (0: all)")
     ap.add_argument("--auc-epochs", type=int, default=0,
                     help="also train the bundle N epochs on the full data with speed settings on and off; AUCs")
+    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                    help="bundle override for the bare and bundle phases (VALUE as JSON), e.g. --set loader thread")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check that every phase runs")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--phase", help=argparse.SUPPRESS)
@@ -379,7 +389,7 @@ def main(argv=None) -> dict:
     child = [a for a in raw_argv]
     child += ["--workdir", str(work)] if "--workdir" not in raw_argv else []
     result: dict = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}", "arch": args.arch,
-                    "stem": args.stem,
+                    "stem": args.stem, "bundle_overrides": dict(args.set),
                     "threads": torch.get_num_threads(), "quick": args.quick}
     result["peak"] = _run_phase("peak", child)
     peak_bf16 = result["peak"]["bf16_matmul_gflops"] * 1e9
