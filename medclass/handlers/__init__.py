@@ -2,6 +2,7 @@
 
 from medclass.handlers.checkpoint import CheckpointManager
 from medclass.handlers.early_stop import EarlyStopping
+from medclass.handlers.evaluation import EvaluationWriter, OperatingPointSelector
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
@@ -9,6 +10,8 @@ from medclass.handlers.progress import ProgressBar
 __all__ = [
     "CheckpointManager",
     "EarlyStopping",
+    "EvaluationWriter",
+    "OperatingPointSelector",
     "MaskedAUCMetric",
     "MaskedAccuracyMetric",
     "MeanAUC",
