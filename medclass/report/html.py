@@ -97,14 +97,18 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
     op = metrics.get("operating_points") or {}
     boot = metrics.get("bootstrap") or {}
     parts.append("<h1>medclass evaluation report</h1>")
+    if op.get("split"):
+        chosen = (f"Operating points chosen on the {html.escape(str(op['split']))} split "
+                  f"({html.escape(str(op.get('operating_point')))}), never on the evaluated split")
+    else:
+        chosen = f"Thresholds: {html.escape(str(op.get('operating_point', 'default 0.5')))} (not chosen on validation)"
     parts.append(
-        f'<p class="note">{metrics["n"]} images, task {html.escape(task)}, {len(names)} label(s). '
-        f"Operating points chosen on the {html.escape(str(op.get('split', 'validation')))} split "
-        f"({html.escape(str(op.get('operating_point', 'n/a')))}), never on the evaluated split; temperature "
-        f"{_f(float(metrics.get('temperature') or 1.0))}. Intervals: {int(boot.get('level', 0.95) * 100)}% "
-        f"percentile bootstrap, {boot.get('n_resamples', 0)} resamples of {boot.get('units', 'n/a')} "
-        f"{html.escape(str(boot.get('unit', 'image')))}s (seed {boot.get('seed', 0)}). Unknown labels are excluded "
-        f"per label. Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>")
+        f'<p class="note">{metrics["n"]} images, task {html.escape(task)}, {len(names)} label(s). {chosen}; '
+        f"temperature {_f(float(metrics.get('temperature') or 1.0))}. Intervals: "
+        f"{int(round(boot.get('level', 0.95) * 100))}% percentile bootstrap, {boot.get('n_resamples', 0)} resamples "
+        f"of {boot.get('units', 'n/a')} {html.escape(str(boot.get('unit', 'image')))}s (seed {boot.get('seed', 0)}). "
+        f"Unknown labels are excluded per label. Generated "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>")
 
     mac = metrics["macro"]
     summary = [["mean AUC", _ci(metrics["mean_auc"], metrics["mean_auc_ci"])],
