@@ -245,6 +245,10 @@ class EvaluationWriter:
         self.report = flag(report, "report")
         self.enabled = flag(enabled, "enabled")
         self.metrics: dict[str, Any] | None = None
+        if self.items is not None:
+            from medclass.report import check_subgroups
+
+            check_subgroups(self.items, self.subgroups)  # a wrong column stops before any inference
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._last_on_completion)

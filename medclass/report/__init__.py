@@ -23,7 +23,7 @@ from medclass.metrics import evaluate_predictions, group_values, to_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["annotate_predictions", "build_report", "read_predictions", "subgroup_specs"]
+__all__ = ["annotate_predictions", "build_report", "check_subgroups", "read_predictions", "subgroup_specs"]
 
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
@@ -41,6 +41,20 @@ def subgroup_specs(subgroups: Sequence[Any] | None) -> list[tuple[str, list[floa
         else:
             raise ValueError(f"subgroup {s!r}: give a column name or {{column: name, bins: [edges]}}")
     return out
+
+
+def check_subgroups(items: Sequence[Mapping], subgroups: Sequence[Any] | None) -> list[tuple[str, list[float] | None]]:
+    """:func:`subgroup_specs`, checking that every column is a key of the datalist items.
+
+    Raises:
+        ValueError: naming the unknown column and the columns the datalist has.
+    """
+    specs = subgroup_specs(subgroups)
+    for column, _ in specs:
+        if not any(column in it for it in items):
+            keys = sorted({k for it in items for k in it if k not in ("image", "label")})
+            raise ValueError(f"subgroup column {column!r} is not in the datalist; its columns are {keys}")
+    return specs
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
@@ -70,11 +84,7 @@ def annotate_predictions(path: str | os.PathLike, items: Sequence[Mapping], subg
     if header is None:
         return
     by_id = {str(it.get("id")): it for it in items}
-    specs = subgroup_specs(subgroups)
-    for column, _ in specs:
-        if not any(column in it for it in items):
-            keys = sorted({k for it in items for k in it if k not in ("image", "label")})
-            raise ValueError(f"subgroup column {column!r} is not in the datalist; its columns are {keys}")
+    specs = check_subgroups(items, subgroups)
     keep = [i for i, h in enumerate(header) if h != "patient" and not h.startswith("group_")]
     header = [header[i] for i in keep]
     rows = [[r[i] for i in keep] for r in rows]

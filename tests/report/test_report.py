@@ -121,3 +121,32 @@ def test_medclass_report_without_labels_says_so(tmp_path):
                          text=True, timeout=120)
     assert res.returncode == 2
     assert "predictions.csv: no label_<label> columns" in res.stderr
+
+
+def test_unknown_subgroup_column_stops_before_inference():
+    from medclass.handlers import EvaluationWriter
+
+    items = [{"id": "a", "image": "a.png", "label": [1.0], "sex": "F"}]
+    with pytest.raises(ValueError, match=r"subgroup column 'site' is not in the datalist; its columns are \['id', 'sex'\]"):
+        EvaluationWriter("out", items=items, subgroups=["sex", "site"])
+    with pytest.raises(ValueError, match="give a column name"):
+        EvaluationWriter("out", items=items, subgroups=[3])
+
+
+def test_report_runs_after_handlers_attached_later(real_data, tmp_path):
+    """A saliency handler listed after the EvaluationWriter still writes its PNGs before the report is built."""
+    from ignite.engine import Engine, Events
+
+    from medclass.handlers import EvaluationWriter
+
+    folder = make_folder(tmp_path / "eval", real_data)
+    engine = Engine(lambda e, b: None)
+    EvaluationWriter(folder, n_bootstrap=10).attach(engine)
+    written = {}
+
+    def saliency(_):
+        written["png"] = _png(folder / "saliency" / "late.png", (10, 200, 10))
+
+    engine.add_event_handler(Events.COMPLETED, saliency)
+    engine.run([0], max_epochs=1)
+    assert base64.b64encode(written["png"]).decode() in (folder / "report.html").read_text()
