@@ -270,4 +270,6 @@ class EvaluationWriter:
         self.metrics = build_report(self.output_dir, task=self.task, subgroups=self.subgroups,
                                     n_bootstrap=self.n_bootstrap, seed=self.seed, n_bins=self.n_bins,
                                     saliency_max=self.saliency_max, html=self.report)
-        engine.state.metric_details["summary"] = self.metrics
+        details = getattr(engine.state, "metric_details", None)  # MONAI engines have it, plain ignite ones not
+        if isinstance(details, dict):
+            details["summary"] = self.metrics
