@@ -8,8 +8,15 @@
 
 One recipe per dimensionality for every set: ResNet-18 at width 32 with the stem chosen from the image size, AdamW,
 warm-up + cosine, label smoothing 0.1, augmentation, bf16 autocast on CPU, model selected on the validation mean
-AUC. The last line printed is one JSON object with dataset, test_auc, test_acc, epochs and train_seconds (plus
-per-label AUCs). Data comes from MEDCLASS_DATA (default ../shared/data).
+AUC. The evaluate workflow then chooses each label's threshold on the validation split (Youden's J) and evaluates
+the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI), test_acc
+(at 0.5, MedMNIST's ACC), test sensitivity/specificity at the validation-chosen Youden thresholds (mean and per
+label), test ECE, epochs and train_seconds (plus per-label AUCs). Data comes from MEDCLASS_DATA (default
+../shared/data).
+
+    python benchmarks/quality.py pneumoniamnist --seed 1 --evaluate-only --workdir DIR
+                                                         # re-evaluate a trained workdir (DIR/models/model.pt)
+                                                         # without training; same dataset, --seed and --set
 """
 
 from __future__ import annotations
@@ -83,6 +90,42 @@ def run_workflow(bundle: Path, kind: str, overrides: dict) -> object:
     return wf
 
 
+def _r(v, digits: int = 4):
+    return round(v, digits) if v is not None else None
+
+
+def evaluation_figures(eval_dir: Path, metrics: dict) -> dict:
+    """The benchmark's test figures from an evaluation folder: AUC (+ CI), ACC at 0.5, sensitivity/specificity
+    at the thresholds chosen on the validation split, ECE."""
+    from medclass.metrics import accuracy_at
+    from medclass.report import read_predictions
+
+    pred = read_predictions(eval_dir / "predictions.csv")
+    names = list(metrics["per_label"])
+    out = {
+        "test_auc": _r(metrics["mean_auc"]),
+        "test_auc_ci95": [_r(v) for v in metrics["mean_auc_ci"]],
+        "test_acc": _r(accuracy_at(pred["labels"], pred["probs"], 0.5, metrics["task"])),  # MedMNIST's ACC
+        "test_acc_at_val_threshold": _r(metrics["accuracy"]),
+        "test_sens_val_youden": _r(metrics["macro"]["sensitivity"]),
+        "test_spec_val_youden": _r(metrics["macro"]["specificity"]),
+        "test_ece": _r(metrics["calibration"]["ece"]),
+        "val_thresholds": {n: _r(t) for n, t in metrics["thresholds"].items()},
+        "bootstrap_unit": metrics["bootstrap"].get("unit"),
+        "decisions": "arg-max" if metrics["task"] == "multiclass" else "validation Youden thresholds",
+    }
+    if len(names) > 1:
+        pl = metrics["per_label"]
+        out["per_label_auc"] = {k: _r(v["auc"]) for k, v in pl.items()}
+        out["per_label_sens_val_youden"] = {k: _r(v["sensitivity"]) for k, v in pl.items()}
+        out["per_label_spec_val_youden"] = {k: _r(v["specificity"]) for k, v in pl.items()}
+    else:
+        only = metrics["per_label"][names[0]]
+        out["test_sens_ci95"] = [_r(v) for v in only["sensitivity_ci"]]
+        out["test_spec_ci95"] = [_r(v) for v in only["specificity_ci"]]
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", nargs="?", choices=["pneumoniamnist", "nih1000", "adrenalmnist3d"],
@@ -91,11 +134,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="where models and outputs go (default: a temporary folder)")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="skip training: evaluate WORKDIR/models/model.pt (rewrites its thresholds and WORKDIR/eval)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra bundle override, VALUE parsed as JSON when possible")
     args = ap.parse_args(argv)
     if not args.dataset and not args.npz:
         ap.error("name a dataset or give --npz PATH")
+    if args.evaluate_only and not (args.workdir and (args.workdir / "models" / "model.pt").exists()):
+        ap.error("--evaluate-only needs --workdir DIR with a trained DIR/models/model.pt")
 
     if args.npz:
         if not args.npz.exists():
@@ -107,27 +155,30 @@ def main(argv=None) -> dict:
         setup = _nih_setup(root) if name == "nih1000" else _npz_setup(root / "medmnist" / f"{name}.npz")
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"medclass-quality-{name}-"))
-    if work.exists():
+    if work.exists() and not args.evaluate_only:
         shutil.rmtree(work / "models", ignore_errors=True)
     dims = setup.pop("spatial_dims", 2)
     bundle = BUNDLES[dims]
     recipe = {**RECIPE, **(RECIPE_3D if dims == 3 else {})}
     overrides = {**recipe, **setup, "max_epochs": args.epochs, "seed": args.seed, "split_seed": args.seed,
                  "bundle_root": str(bundle), "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
-                 "log_dir": str(work / "runs"), "resume": False}
+                 "log_dir": str(work / "runs"), "resume": False, "operating_point": "youden",
+                 "bootstrap_samples": args.bootstrap}
     for key, value in args.set:
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
 
-    t0 = time.time()
-    train = run_workflow(bundle, "train", overrides)
-    train_seconds = time.time() - t0
-    trainer = train.parser.get_parsed_content("train#trainer")
-    evaluator = train.parser.get_parsed_content("validate#evaluator")
-    epochs = trainer.state.epoch
-    best_val = float(evaluator.state.best_metric)
+    epochs = train_seconds = best_val = trainer = None
+    if not args.evaluate_only:
+        t0 = time.time()
+        train = run_workflow(bundle, "train", overrides)
+        train_seconds = time.time() - t0
+        trainer = train.parser.get_parsed_content("train#trainer")
+        evaluator = train.parser.get_parsed_content("validate#evaluator")
+        epochs = trainer.state.epoch
+        best_val = float(evaluator.state.best_metric)
 
     eval_overrides = {k: v for k, v in overrides.items() if k not in ("max_epochs", "resume", "early_stop_patience",
                                                                      "learning_rate", "weight_decay", "warmup_epochs",
@@ -136,13 +187,12 @@ def main(argv=None) -> dict:
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     result = {
         "dataset": name,
-        "test_auc": round(metrics["mean_auc"], 4) if metrics["mean_auc"] is not None else None,
-        "test_acc": round(metrics["accuracy"], 4) if metrics["accuracy"] is not None else None,
+        **evaluation_figures(work / "eval", metrics),
         "epochs": epochs,
-        "train_seconds": round(train_seconds, 1),
-        "best_val_auc": round(best_val, 4),
-        "nonfinite_steps": trainer.nonfinite_steps,
-        "precision_fallbacks": trainer.precision_fallbacks,
+        "train_seconds": round(train_seconds, 1) if train_seconds is not None else None,
+        "best_val_auc": round(best_val, 4) if best_val is not None else None,
+        "nonfinite_steps": trainer.nonfinite_steps if trainer is not None else None,
+        "precision_fallbacks": trainer.precision_fallbacks if trainer is not None else None,
         "seed": args.seed,
         "arch": overrides["arch"],
         "width": overrides["width"],
@@ -150,10 +200,8 @@ def main(argv=None) -> dict:
         "bundle": bundle.name,
         "n_test": metrics["n"],
         "workdir": str(work),
+        "evaluate_only": bool(args.evaluate_only),
     }
-    if len(metrics["per_label"]) > 1:
-        result["per_label_auc"] = {k: (round(v["auc"], 4) if v["auc"] is not None else None)
-                                   for k, v in metrics["per_label"].items()}
     print(json.dumps(result))
     return result
 

@@ -1,4 +1,4 @@
-"""``medclass`` command line: bundle checks and export, data preparation reports, phantom data."""
+"""``medclass`` command line: bundle checks and export, data preparation reports, phantom data, evaluation reports."""
 
 from __future__ import annotations
 
@@ -68,6 +68,18 @@ def _phantoms(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from medclass.report import build_report
+
+    metrics = build_report(args.folder, task=args.task, n_bootstrap=args.bootstrap, seed=args.seed,
+                           n_bins=args.bins, saliency_max=args.saliency_max, html=not args.no_html)
+    ci = metrics["mean_auc_ci"]
+    print(json.dumps({"report": str(args.folder / "report.html") if not args.no_html else None,
+                      "n": metrics["n"], "mean_auc": metrics["mean_auc"], "mean_auc_ci": ci,
+                      "ece": metrics["calibration"]["ece"]}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_phantoms)
+
+    p = sub.add_parser("report", help="rebuild metrics.json, per_label.csv, plots and report.html of an evaluation "
+                                      "folder from its predictions.csv (with labels) and thresholds.json")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--task", default=None, choices=["multilabel", "binary", "multiclass"],
+                   help="default: the folder's earlier settings, else inferred from the labels")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: as before, or 1000)")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: as before, or 0)")
+    p.add_argument("--bins", type=int, default=None, help="reliability-diagram bins (default: as before, or 10)")
+    p.add_argument("--saliency-max", type=int, default=None, help="saliency images embedded (default 24)")
+    p.add_argument("--no-html", action="store_true", help="only metrics.json and per_label.csv")
+    p.set_defaults(func=_report)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -48,6 +48,16 @@ def test_quality_npz(tmp_path, kind, labels_of, n_labels):
         assert len(res["per_label_auc"]) == n_labels
     else:  # multi-class: one-vs-rest AUC per class
         assert len(res["per_label_auc"]) == 3
+    lo, hi = res["test_auc_ci95"]
+    assert lo <= res["test_auc"] <= hi
+    assert 0.0 <= res["test_ece"] <= 1.0
+    assert 0.0 <= res["test_sens_val_youden"] <= 1.0 and 0.0 <= res["test_spec_val_youden"] <= 1.0
+    # re-evaluating the trained workdir without training gives the same figures
+    again = _quality().main(["--npz", str(npz), "--evaluate-only", "--workdir", str(tmp_path / "w"),
+                             "--set", "width", "8", "--set", "batch_size", "16"])
+    assert again["epochs"] is None and again["evaluate_only"] is True
+    for key in ("test_auc", "test_auc_ci95", "test_acc", "test_sens_val_youden", "test_spec_val_youden", "test_ece"):
+        assert again[key] == res[key], key
 
 
 @pytest.mark.parametrize("name", ["adrenalmnist3d.npz", "adrenalmnist3d_64.npz"])

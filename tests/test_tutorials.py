@@ -15,6 +15,11 @@ def test_tutorial_01_chest_xray_bundle(real_data, tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert len(metrics["per_label"]) == 14 and metrics["n"] >= 40  # 15% of the 334 tiny-run images
+    assert metrics["bootstrap"]["unit"] == "patient" and metrics["operating_points"]["split"] == "validation"
+    sexes = {s["value"]: s["n"] for s in metrics["subgroups"] if s["column"] == "Patient Gender"}
+    assert set(sexes) == {"F", "M"} and sum(sexes.values()) == metrics["n"]
+    assert {s["column"] for s in metrics["subgroups"]} == {"Patient Gender", "View Position", "Patient Age"}
+    assert (tmp_path / "eval" / "report.html").exists() and (tmp_path / "models" / "thresholds.json").exists()
     rows = list(csv.DictReader(open(tmp_path / "predictions" / "predictions.csv")))
     assert sorted(r["id"] for r in rows) == sorted(p.stem for p in (real_data / "dicom" / "chest_xray").glob("*.dcm"))
     for r in rows:

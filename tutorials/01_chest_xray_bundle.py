@@ -63,12 +63,12 @@ def main(argv=None) -> Path:
         rows = rows[::3]  # a third of the images keeps the smoke run short
     with open(work / "my_labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["Image Index", "Finding Labels", "Patient ID"])
+        w.writerow(["Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position"])
         for r in rows:
             link = images / r["image_index"]
             if not link.exists():
                 link.symlink_to(root / "cxr14" / r["path"])
-            w.writerow([r["image_index"], r["finding_labels"], r["patient_id"]])
+            w.writerow([r["image_index"], r["finding_labels"], r["patient_id"], r["age"], r["sex"], r["view"]])
     print(f"Step 1: {len(rows)} images in {images}, labels in {work / 'my_labels.csv'}")
 
     # ---------------------------------------------------------------------------------------------
@@ -97,15 +97,27 @@ def main(argv=None) -> Path:
     bundle("train", train, work)
 
     # ---------------------------------------------------------------------------------------------
-    # Step 4. Evaluate the best checkpoint on the test split: eval/metrics.json (mean and per-label AUC with
-    # counts; a finding with no positive in the test split is reported as undefined, not 0.5) and
-    # eval/predictions.csv (probabilities, 0/1 decisions at the model's stored thresholds, and labels).
-    bundle("evaluate", common, work)
+    # Step 4. Evaluate the best checkpoint. The validation split first chooses each finding's decision threshold
+    # (Youden's J; or e.g. "sensitivity:0.9"), stored in models/model.pt and models/thresholds.json so that
+    # inference decides with it; then the test split is evaluated at those thresholds: eval/metrics.json and
+    # eval/per_label.csv (AUC with a 95% CI resampling patients, sensitivity, specificity, PPV, NPV, F1, ECE; a
+    # finding with no positive in the test split is undefined, not 0.5), eval/predictions.csv and
+    # eval/report.html, with results by sex, view and age band (columns of your CSV).
+    evaluate = {**common, "operating_point": "youden", "bootstrap_samples": 200 if args.tiny else 1000,
+                "subgroups": ["Patient Gender", "View Position", {"column": "Patient Age", "bins": [0, 40, 60, 80]}]}
+    bundle("evaluate", evaluate, work)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
-    print(f"\nStep 4: test mean AUC {metrics['mean_auc']:.3f} over {metrics['n']} images")
+    lo, hi = metrics["mean_auc_ci"]
+    print(f"\nStep 4: test mean AUC {metrics['mean_auc']:.3f} [95% CI {lo:.3f}, {hi:.3f}] over {metrics['n']} images")
     for name, m in metrics["per_label"].items():
         auc = "undefined" if m["auc"] is None else f"{m['auc']:.3f}"
-        print(f"  {name:20s} AUC {auc:>9s}   positives {m['positives']}")
+        sens = "undefined" if m["sensitivity"] is None else f"{m['sensitivity']:.2f}"
+        print(f"  {name:20s} AUC {auc:>9s}   sensitivity {sens:>9s} at {m['threshold']:.3f}   "
+              f"positives {m['positives']}")
+    for s in metrics["subgroups"]:
+        auc = "undefined" if s["mean_auc"] is None else f"{s['mean_auc']:.3f}"
+        print(f"  {s['column']} = {s['value']}: {s['n']} images, mean AUC {auc}")
+    print("  report:", work / "eval" / "report.html")
 
     # ---------------------------------------------------------------------------------------------
     # Step 5. Predict on new images: a folder of PNGs, or DICOM files straight from a modality (VOI LUT,

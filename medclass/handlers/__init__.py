@@ -3,6 +3,7 @@
 from medclass.handlers.averaging import WeightAveraging
 from medclass.handlers.checkpoint import CheckpointManager
 from medclass.handlers.early_stop import EarlyStopping
+from medclass.handlers.evaluation import EvaluationWriter, OperatingPointSelector
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
@@ -10,6 +11,8 @@ from medclass.handlers.progress import ProgressBar
 __all__ = [
     "CheckpointManager",
     "EarlyStopping",
+    "EvaluationWriter",
+    "OperatingPointSelector",
     "MaskedAUCMetric",
     "MaskedAccuracyMetric",
     "MeanAUC",

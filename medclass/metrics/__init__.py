@@ -1,5 +1,23 @@
-"""Pure classification metrics on arrays: NaN labels are unknown and excluded per label."""
+"""Pure classification metrics on arrays: NaN labels are unknown and excluded per label.
 
+- :mod:`~medclass.metrics.classification`: AUC, decisions, accuracy.
+- :mod:`~medclass.metrics.operating_points`: ROC/PR curves, average precision, thresholds chosen on validation
+  data (Youden, target sensitivity/specificity, fixed) and sensitivity/specificity/PPV/NPV/F1 at them.
+- :mod:`~medclass.metrics.calibration`: reliability bins, ECE, temperature scaling.
+- :mod:`~medclass.metrics.bootstrap`: percentile intervals resampling patients.
+- :mod:`~medclass.metrics.subgroups`: results per datalist column value.
+- :mod:`~medclass.metrics.multiclass`: confusion matrix, balanced accuracy, macro/micro AUC.
+- :mod:`~medclass.metrics.evaluation`: all of it in one JSON-ready summary.
+"""
+
+from medclass.metrics.bootstrap import bootstrap_ci, cluster_index
+from medclass.metrics.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    probabilities,
+    reliability,
+    top_label,
+)
 from medclass.metrics.classification import (
     accuracy_at,
     binary_auc,
@@ -8,5 +26,25 @@ from medclass.metrics.classification import (
     per_label_auc,
     summarize,
 )
+from medclass.metrics.evaluation import evaluate_predictions, to_json
+from medclass.metrics.multiclass import balanced_accuracy, confusion_matrix, macro_auc, micro_auc, per_class_accuracy
+from medclass.metrics.operating_points import (
+    average_precision,
+    binary_stats,
+    choose_threshold,
+    choose_thresholds,
+    operating_point_specs,
+    parse_method,
+    precision_recall_curve,
+    roc_curve,
+)
+from medclass.metrics.subgroups import age_bands, group_values, subgroup_metrics
 
-__all__ = ["binary_auc", "per_label_auc", "mean_auc", "accuracy_at", "decisions", "summarize"]
+__all__ = [
+    "accuracy_at", "age_bands", "average_precision", "balanced_accuracy", "binary_auc", "binary_stats",
+    "bootstrap_ci", "choose_threshold", "choose_thresholds", "cluster_index", "confusion_matrix", "decisions",
+    "evaluate_predictions", "expected_calibration_error", "fit_temperature", "group_values", "macro_auc",
+    "mean_auc", "micro_auc", "operating_point_specs", "parse_method", "per_class_accuracy", "per_label_auc",
+    "precision_recall_curve", "probabilities", "reliability", "roc_curve", "subgroup_metrics", "summarize",
+    "to_json", "top_label",
+]

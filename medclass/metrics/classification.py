@@ -44,15 +44,10 @@ def binary_auc(labels, scores) -> float:
     n_neg = int((y == 0).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(len(s), dtype=np.float64)
     # mid-ranks for tied scores
-    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(s)]))
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + ends + 1) / 2.0)[inverse.ravel()]
     rank_sum = ranks[y == 1].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 

@@ -152,6 +152,9 @@ class Classifier(nn.Module):
         self.num_prefix_tokens = 0
         self.label_names = _check_label_names(label_names, self.num_classes)
         self.register_buffer("thresholds", _check_thresholds(thresholds, self.num_classes))
+        # temperature scaling (fitted on validation data by the evaluate workflow): probabilities are the
+        # activation of ``logits / temperature``; forward() itself always returns the raw logits
+        self.register_buffer("temperature", torch.ones(1))
 
     # ------------------------------------------------------------------ forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,6 +222,23 @@ class Classifier(nn.Module):
         """Set the decision thresholds (a float or one per class, each in [0, 1])."""
         with torch.no_grad():
             self.thresholds.copy_(_check_thresholds(thresholds, self.num_classes).to(self.thresholds.device))
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set the temperature (> 0) that divides the logits before the activation (1.0: none)."""
+        value = float(temperature)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        with torch.no_grad():
+            self.temperature.fill_(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # checkpoints written before the temperature buffer existed load with temperature 1 (no scaling)
+        key = prefix + "temperature"
+        if key not in state_dict:
+            state_dict = {**state_dict, key: torch.ones(1)}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ------------------------------------------------------------------ metadata in state_dict
     @torch.jit.unused

@@ -17,7 +17,7 @@ __all__ = ["LoadReport", "load_weights", "read_state_dict"]
 
 _NESTED_KEYS = ("model", "state_dict", "network", "net")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
-_MODEL_LEVEL_KEYS = ("thresholds", "_extra_state")
+_MODEL_LEVEL_KEYS = ("thresholds", "temperature", "_extra_state")
 _MAX_LISTED = 10
 
 
@@ -251,7 +251,8 @@ def load_weights(
             expected.pop(k, None)
 
     def optional(k: str) -> bool:
-        return k.endswith("num_batches_tracked") or k.endswith("_extra_state")
+        # temperature: checkpoints from before temperature scaling existed (loaded as 1, no scaling)
+        return k.endswith("num_batches_tracked") or k.endswith("_extra_state") or k == "temperature"
 
     missing = sorted(k for k in expected if k not in state and not optional(k))
     unexpected = sorted(k for k in state if k not in expected)

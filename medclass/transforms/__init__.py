@@ -27,6 +27,7 @@ from medclass.transforms.array import (
     ZScoreIntensityd,
     resolve_window,
 )
+from medclass.transforms.post import Probabilitiesd
 from medclass.transforms.io import META_KEYS, ReadImage, ReadImaged, read_image
 from medclass.transforms.presets import (
     DEFAULT_AUGMENT,
@@ -42,6 +43,7 @@ from medclass.transforms.presets import (
 )
 
 __all__ = [
+    "Probabilitiesd",
     "META_KEYS",
     "read_image",
     "ReadImage",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -114,6 +115,9 @@ def test_train_writes_checkpoints_and_logs(bundle, trained):
 
 
 def test_evaluate_writes_predictions_with_labels_and_metrics(bundle, trained):
+    from medclass.metrics import choose_thresholds
+    from medclass.report import read_predictions
+
     tmp, _ = trained
     wf = workflow(bundle, "evaluate", tmp)
     wf.run()
@@ -121,10 +125,57 @@ def test_evaluate_writes_predictions_with_labels_and_metrics(bundle, trained):
     data = wf.parser.get_parsed_content("data")
     assert len(rows) == len(data.splits["test"])
     assert {r["id"] for r in rows} == {it["id"] for it in data.splits["test"]}
-    first = LABELS[bundle.name][0]
+    labels = LABELS[bundle.name]
+    first = labels[0]
     assert set(rows[0]) >= {"id", f"prob_{first}", f"pred_{first}", f"label_{first}"}
     metrics = json.loads((tmp / "eval" / "metrics.json").read_text())
-    assert metrics["n"] == len(rows) and list(metrics["per_label"]) == LABELS[bundle.name]
+    assert metrics["n"] == len(rows) and list(metrics["per_label"]) == labels
+    for key in ("mean_auc_ci", "macro", "calibration", "bootstrap", "operating_points", "thresholds"):
+        assert key in metrics
+    assert (tmp / "eval" / "report.html").stat().st_size > 10_000
+    assert (tmp / "eval" / "plots" / f"roc_pr_{first}.png").exists()
+    per_label = list(csv.DictReader(open(tmp / "eval" / "per_label.csv")))
+    assert [r["label"] for r in per_label] == labels
+
+    # the thresholds were chosen (Youden) on the validation split, not the test split, and stored with the model
+    val = read_predictions(tmp / "eval" / "validation_predictions.csv")
+    assert set(val["ids"]) == {it["id"] for it in data.splits["validation"]}
+    expected = [c["threshold"] for c in choose_thresholds(val["labels"], val["probs"], labels, "youden")]
+    stored = json.loads((tmp / "models" / "thresholds.json").read_text())
+    assert [c["threshold"] for c in stored["labels"]] == pytest.approx(expected, abs=1e-6)
+    assert json.loads((tmp / "eval" / "thresholds.json").read_text()) == stored
+    state = torch.load(tmp / "models" / "model.pt", weights_only=True)
+    assert state["thresholds"].tolist() == pytest.approx(expected, abs=1e-6)
+    assert metrics["thresholds"] == pytest.approx(dict(zip(labels, expected)), abs=1e-6)
+    for r in rows:  # test decisions at the validation thresholds
+        for name, t in zip(labels, state["thresholds"].tolist()):
+            assert int(r[f"pred_{name}"]) == int(float(r[f"prob_{name}"]) >= t - 1e-6)
+
+
+def test_evaluate_with_temperature_and_target_sensitivity(bundle, trained, tmp_path):
+    from medclass.metrics import probabilities
+    from medclass.report import read_predictions
+
+    tmp, _ = trained
+    model = tmp_path / "model.pt"
+    model.write_bytes((tmp / "models" / "model.pt").read_bytes())
+    out = tmp_path / "eval"
+    workflow(bundle, "evaluate", tmp, model_path=str(model), output_dir=str(out), operating_point="sensitivity:0.9",
+             temperature_scaling=True, bootstrap_samples=50).run()
+    chosen = json.loads((tmp_path / "thresholds.json").read_text())
+    state = torch.load(model, weights_only=True)
+    assert chosen["temperature_scaling"] is True and chosen["temperature"] > 0
+    assert state["temperature"].item() == pytest.approx(chosen["temperature"], rel=1e-6)
+    for c in chosen["labels"]:
+        assert c["method"] == "sensitivity" and c["target"] == 0.9
+        assert c.get("undefined") or c["sensitivity"] >= 0.9
+    # test probabilities are the temperature-scaled ones: the same as scaling the unscaled evaluation's logits
+    scaled = read_predictions(out / "predictions.csv")
+    plain = read_predictions(tmp / "eval" / "predictions.csv")
+    assert scaled["ids"] == plain["ids"]
+    p = np.clip(plain["probs"], 1e-6, 1 - 1e-6)
+    logits = np.log(p / (1 - p))
+    assert scaled["probs"] == pytest.approx(probabilities(logits, "multilabel", chosen["temperature"]), abs=2e-3)
 
 
 def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
@@ -145,8 +196,13 @@ def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
     assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in labels] + [f"pred_{n}" for n in labels]
     first = labels[0]
     matched = 0
+    # inference decides at the thresholds the evaluate workflow chose on the validation split and stored
+    chosen = json.loads((tmp / "models" / "thresholds.json").read_text())
+    threshold = [c["threshold"] for c in chosen["labels"] if c["label"] == first][0]
+    assert torch.load(tmp / "models" / "model.pt", weights_only=True)["thresholds"][0].item() == \
+        pytest.approx(threshold, abs=1e-6)
     for r in rows:
-        assert int(r[f"pred_{first}"]) == int(float(r[f"prob_{first}"]) >= 0.5)
+        assert int(r[f"pred_{first}"]) == int(float(r[f"prob_{first}"]) >= threshold - 1e-6)
         if r["id"] in eval_rows:
             matched += 1
             assert float(r[f"prob_{first}"]) == pytest.approx(float(eval_rows[r["id"]][f"prob_{first}"]), abs=1e-2)
@@ -181,7 +237,9 @@ def test_torchscript_export_matches_eager(bundle, trained, tmp_path):
     net.eval()
     with torch.no_grad():
         assert torch.allclose(ts(x), net(x), atol=1e-5)
-    assert torch.allclose(ts.thresholds, torch.full((len(LABELS[bundle.name]),), 0.5))
+    stored = torch.load(tmp / "models" / "model.pt", weights_only=True)
+    assert torch.allclose(ts.thresholds, stored["thresholds"])  # the operating points travel with the export
+    assert torch.allclose(ts.temperature, stored["temperature"])
 
 
 def test_resume_continues_from_last_checkpoint(bundle, trained):
@@ -310,3 +368,49 @@ def test_volume_bundle_refuses_a_2d_image_naming_it(tmp_path):
     assert "is a 2D image; expected" in error_chain(err.value) and str(png) in error_chain(err.value)
     assert not (tmp_path / "eval" / "predictions.csv").exists() or \
         (tmp_path / "eval" / "predictions.csv").read_text() == ""
+
+
+def _tiny_npz(path: Path, dims: int, n_classes: int, size: int, seed: int = 0) -> Path:
+    """A MedMNIST-format npz whose image brightness depends on the class (learnable in one epoch)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", 48), ("val", 24), ("test", 24)):
+        y = np.arange(n) % n_classes
+        images = rng.integers(0, 80, size=(n, *([size] * dims))) + (y * 150 // max(1, n_classes - 1))[
+            (slice(None),) + (None,) * dims]
+        arrays[f"{split}_images"] = images.clip(0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = y[:, None].astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("n_classes", [3, 2], ids=["multiclass", "binary"])
+def test_evaluate_multiclass_and_binary(bundle, n_classes, tmp_path):
+    """A one-hot multi-class task and a single binary label, through train + evaluate in 2D and 3D."""
+    dims = 3 if bundle.name == "volume_classification" else 2
+    size = 16
+    npz = _tiny_npz(tmp_path / "tiny.npz", dims, n_classes, size)
+    names = [f"class_{i}" for i in range(n_classes)] if n_classes > 2 else ["class_1"]
+    task = "multiclass" if n_classes > 2 else "multilabel"
+    args = dict(datalist=str(npz), label_names=names, task=task, image_size=[size] * dims, preset="generic",
+                preset_options={}, bootstrap_samples=50, subgroups=[])
+    workflow(bundle, "train", tmp_path, max_epochs=1, **args).run()
+    workflow(bundle, "evaluate", tmp_path, temperature_scaling=True, **args).run()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["task"] == task and metrics["n"] == 24
+    assert list(metrics["per_label"]) == names
+    if task == "multiclass":
+        cm = np.array(metrics["multiclass"]["confusion_matrix"])
+        assert cm.shape == (3, 3) and cm.sum() == 24 and cm.sum(axis=1).tolist() == [8, 8, 8]
+        assert metrics["thresholds"] == dict.fromkeys(names)  # arg-max decisions
+        assert metrics["calibration"]["top_label"]["n"] == 24
+        rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
+        for r in rows:  # one-hot arg-max decisions on probabilities that sum to 1
+            probs = [float(r[f"prob_{n}"]) for n in names]
+            assert sum(probs) == pytest.approx(1, abs=1e-4)
+            assert [int(r[f"pred_{n}"]) for n in names] == [int(k == int(np.argmax(probs))) for k in range(3)]
+    else:
+        assert metrics["per_label"]["class_1"]["threshold"] is not None
+    assert (tmp_path / "eval" / "report.html").exists()
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert state["temperature"].item() > 0

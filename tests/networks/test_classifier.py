@@ -190,3 +190,22 @@ def test_monai_bundle_ckpt_export(tmp_path, nested):
         torch.testing.assert_close(ts(x), trained(x))
     assert list(ts.label_names) == ["a", "b", "c"]
     torch.testing.assert_close(ts.thresholds, torch.full((3,), 0.3))
+
+
+def test_temperature_buffer_and_checkpoints_from_before_it():
+    from medclass.networks import build_classifier
+
+    net = build_classifier("resnet18", 2, 1, 3, image_size=32, width=8)
+    assert net.temperature.tolist() == [1.0]
+    net.set_temperature(1.7)
+    state = net.state_dict()
+    assert state["temperature"].tolist() == pytest.approx([1.7])
+    fresh = build_classifier("resnet18", 2, 1, 3, image_size=32, width=8)
+    fresh.load_state_dict(state)
+    assert fresh.temperature.item() == pytest.approx(1.7)
+    old = {k: v for k, v in state.items() if k != "temperature"}  # written before temperature scaling existed
+    fresh.load_state_dict(old)  # strict: still loads, with no scaling
+    assert fresh.temperature.item() == 1.0
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            net.set_temperature(bad)

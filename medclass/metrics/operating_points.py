@@ -1,0 +1,225 @@
+"""Operating points: ROC/PR curves, threshold choice on a validation split, and the statistics at a threshold.
+
+Labels are ``(N,)`` or ``(N, C)`` arrays of 1 (positive), 0 (negative) or NaN (unknown, excluded per label);
+scores are probabilities. A decision is positive when ``prob >= threshold``. A statistic whose denominator is
+empty (e.g. sensitivity on a split without positives) is ``nan`` with a reason, never a silent 0 or 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: threshold methods :func:`choose_threshold` understands
+METHODS = ("youden", "sensitivity", "specificity", "fixed")
+
+
+def _known(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
+    keep = ~np.isnan(y)
+    y, s = y[keep], s[keep]
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores hold NaN or Inf values")
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        raise ValueError(f"labels must be 1, 0 or NaN, got {np.unique(y[bad])[:5].tolist()}")
+    return y, s
+
+
+def _cumulative(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives when thresholding at each distinct score (descending)."""
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    return tps, fps, s[last]
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve of one label.
+
+    Returns:
+        ``(fpr, tpr, thresholds)``, starting at ``(0, 0)`` with threshold ``inf``; point ``k`` is the result of
+        ``score >= thresholds[k]``. Empty arrays when the known labels hold no positive or no negative.
+    """
+    y, s = _known(labels, scores)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    tps, fps, thr = _cumulative(y, s)
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, thr]
+
+
+def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct score (descending thresholds); empty without positives.
+
+    Returns:
+        ``(precision, recall, thresholds)``, ordered by decreasing threshold.
+    """
+    y, s = _known(labels, scores)
+    n_pos = int(y.sum())
+    if n_pos == 0 or len(y) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    tps, fps, thr = _cumulative(y, s)
+    return tps / (tps + fps), tps / n_pos, thr
+
+
+def average_precision(labels, scores) -> float:
+    """Average precision ``sum_k (R_k - R_{k-1}) P_k`` (scikit-learn's definition); ``nan`` without positives."""
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    if len(recall) == 0:
+        return math.nan
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _div(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else math.nan
+
+
+def binary_stats(labels, decisions) -> dict[str, Any]:
+    """Confusion counts and the statistics of 0/1 decisions for one label (NaN labels excluded).
+
+    Returns:
+        ``tp, fp, tn, fn`` and ``sensitivity, specificity, ppv, npv, f1, accuracy`` (``nan`` where undefined),
+        plus ``undefined``: ``{statistic: reason}`` for each undefined statistic.
+    """
+    y, d = _known(labels, decisions)
+    d = d >= 0.5
+    pos = y == 1
+    tp, fn = int((d & pos).sum()), int((~d & pos).sum())
+    fp, tn = int((d & ~pos).sum()), int((~d & ~pos).sum())
+    out: dict[str, Any] = {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
+    out["sensitivity"] = _div(tp, tp + fn)
+    out["specificity"] = _div(tn, tn + fp)
+    out["ppv"] = _div(tp, tp + fp)
+    out["npv"] = _div(tn, tn + fn)
+    out["f1"] = _div(2 * tp, 2 * tp + fp + fn)
+    out["accuracy"] = _div(tp + tn, tp + tn + fp + fn)
+    reasons = {
+        "sensitivity": "no positive cases",
+        "specificity": "no negative cases",
+        "ppv": "no positive decisions",
+        "npv": "no negative decisions",
+        "f1": "no positive cases and no positive decisions",
+        "accuracy": "no known labels",
+    }
+    out["undefined"] = {k: r for k, r in reasons.items() if math.isnan(out[k])}
+    return out
+
+
+def parse_method(spec: Any) -> tuple[str, float | None]:
+    """``'youden'``, ``'sensitivity:0.9'``, ``'specificity:0.95'`` or a number (a fixed threshold)."""
+    if isinstance(spec, bool):
+        raise TypeError(f"operating point must be a method or a threshold, got {spec!r}")
+    if isinstance(spec, (int, float)):
+        value = float(spec)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"fixed threshold must be a probability in [0, 1], got {value}")
+        return "fixed", value
+    if not isinstance(spec, str):
+        raise TypeError(f"operating point must be a method name or a number, got {type(spec).__name__}: {spec!r}")
+    text = spec.strip().lower()
+    try:
+        return parse_method(float(text))
+    except ValueError as e:
+        if "fixed threshold" in str(e):
+            raise
+    if text == "youden":
+        return "youden", None
+    name, sep, target = text.partition(":")
+    if name in ("sensitivity", "specificity") and sep:
+        try:
+            value = float(target)
+        except ValueError:
+            value = math.nan
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"operating point {spec!r}: the target {name} must be in (0, 1]")
+        return name, value
+    raise ValueError(
+        f"unknown operating point {spec!r}: use 'youden', 'sensitivity:<x>', 'specificity:<x>' or a threshold"
+    )
+
+
+def operating_point_specs(spec: Any, label_names: Sequence[str]) -> list[tuple[str, float | None]]:
+    """One ``(method, value)`` per label from a single method/threshold, a list (one per label) or a mapping
+    ``{label: method or threshold}`` (labels not named use ``youden``)."""
+    names = list(label_names)
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(map(str, spec)) - set(names))
+        if unknown:
+            raise ValueError(f"operating point names unknown labels {unknown}; labels are {names}")
+        return [parse_method(spec.get(n, "youden")) for n in names]
+    if isinstance(spec, (list, tuple, np.ndarray)):
+        if len(spec) != len(names):
+            raise ValueError(f"operating point list has {len(spec)} entries for {len(names)} labels ({names})")
+        return [parse_method(v) for v in spec]
+    return [parse_method(spec)] * len(names)
+
+
+def choose_threshold(labels, probs, method: str = "youden", value: float | None = None,
+                     default: float = 0.5) -> dict[str, Any]:
+    """Choose the decision threshold of one label on (validation) data.
+
+    Args:
+        labels: ``(N,)`` 1/0/NaN.
+        probs: ``(N,)`` probabilities.
+        method: ``youden`` (maximises sensitivity + specificity - 1), ``sensitivity`` (the highest threshold
+            reaching ``value`` sensitivity, i.e. the best specificity there), ``specificity`` (the lowest
+            threshold reaching ``value`` specificity) or ``fixed`` (``value`` itself).
+        value: the target or the fixed threshold.
+        default: the threshold used when the data cannot define one (no positives or no negatives).
+
+    Returns:
+        ``{"threshold", "method", "target", "sensitivity", "specificity", "n", "positives", "negatives"}``
+        with the validation statistics at that threshold, and ``"undefined"`` (a reason) when ``default`` had
+        to be used.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; one of {METHODS}")
+    y, p = _known(labels, probs)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    out: dict[str, Any] = {"method": method, "target": value, "n": len(y), "positives": n_pos, "negatives": n_neg}
+    if method == "fixed":
+        threshold = float(value)
+    elif n_pos == 0 or n_neg == 0:
+        threshold = float(default)
+        out["undefined"] = (f"{'no positive' if n_pos == 0 else 'no negative'} cases to choose a {method} "
+                            f"threshold on; {default} used")
+    else:
+        fpr, tpr, thr = roc_curve(y, p)
+        fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (inf) point that decides nothing positive
+        if method == "youden":
+            k = int(np.argmax(tpr - fpr))  # first maximum: the highest threshold reaching the best J
+        elif method == "sensitivity":
+            k = int(np.flatnonzero(tpr >= value - 1e-12)[0])
+        else:
+            ok = np.flatnonzero(1.0 - fpr >= value - 1e-12)
+            k = int(ok[-1]) if ok.size else -1
+            if k < 0:  # no threshold reaches it: decide nothing positive
+                threshold = float(np.nextafter(thr[0], np.inf))
+        if k >= 0:
+            threshold = float(thr[k])
+    threshold = min(max(threshold, 0.0), 1.0)
+    stats = binary_stats(y, p >= threshold) if len(y) else {"sensitivity": math.nan, "specificity": math.nan}
+    out.update(threshold=threshold, sensitivity=stats["sensitivity"], specificity=stats["specificity"])
+    return out
+
+
+def choose_thresholds(labels, probs, label_names: Sequence[str], spec: Any = "youden",
+                      default: float = 0.5) -> list[dict[str, Any]]:
+    """:func:`choose_threshold` for every label of ``(N, C)`` labels and probabilities (see
+    :func:`operating_point_specs` for ``spec``)."""
+    y = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
+    p = np.asarray(probs, dtype=np.float64).reshape(len(probs), -1)
+    if y.shape != p.shape or y.shape[1] != len(label_names):
+        raise ValueError(f"labels {y.shape}, probabilities {p.shape} and {len(label_names)} label names disagree")
+    specs = operating_point_specs(spec, label_names)
+    return [{"label": n, **choose_threshold(y[:, c], p[:, c], m, v, default)}
+            for c, (n, (m, v)) in enumerate(zip(label_names, specs))]

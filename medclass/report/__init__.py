@@ -1,0 +1,269 @@
+"""The evaluation report: ``metrics.json``, ``per_label.csv``, PNG plots and one self-contained HTML page, all
+rebuilt from the files of an evaluation folder (``medclass report <folder>``).
+
+An evaluation folder holds ``predictions.csv`` (``id``, ``prob_<label>``, ``pred_<label>``, ``label_<label>``,
+optionally ``patient`` and ``group_<column>``), ``thresholds.json`` (the operating points chosen on the
+validation split) and, when saliency maps were made, PNGs under ``saliency/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medclass.metrics import evaluate_predictions, group_values, to_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["annotate_predictions", "build_report", "check_subgroups", "read_predictions", "subgroup_specs"]
+
+PLOTS_DIR = "plots"
+REPORT_FILE = "report.html"
+
+
+def subgroup_specs(subgroups: Sequence[Any] | None) -> list[tuple[str, list[float] | None]]:
+    """``[(column, bins or None)]`` from names or ``{"column": name, "bins": [edges]}`` entries."""
+    out = []
+    for s in subgroups or []:
+        if isinstance(s, str):
+            out.append((s, None))
+        elif isinstance(s, Mapping) and "column" in s:
+            bins = s.get("bins")
+            out.append((str(s["column"]), [float(b) for b in bins] if bins is not None else None))
+        else:
+            raise ValueError(f"subgroup {s!r}: give a column name or {{column: name, bins: [edges]}}")
+    return out
+
+
+def check_subgroups(items: Sequence[Mapping], subgroups: Sequence[Any] | None) -> list[tuple[str, list[float] | None]]:
+    """:func:`subgroup_specs`, checking that every column is a key of the datalist items.
+
+    Raises:
+        ValueError: naming the unknown column and the columns the datalist has.
+    """
+    specs = subgroup_specs(subgroups)
+    for column, _ in specs:
+        if not any(column in it for it in items):
+            keys = sorted({k for it in items for k in it if k not in ("image", "label")})
+            raise ValueError(f"subgroup column {column!r} is not in the datalist; its columns are {keys}")
+    return specs
+
+
+def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def annotate_predictions(path: str | os.PathLike, items: Sequence[Mapping], subgroups: Sequence[Any] | None = None) -> None:
+    """Add a pseudonymous ``patient`` column and ``group_<column>`` columns to a predictions CSV.
+
+    Rows are matched to datalist items by ``id``. Patients are numbered in order of appearance (``P0001`` ...),
+    so the file carries no patient identifier; a row without a patient id gets an empty cell (its own unit in
+    the bootstrap).
+
+    Raises:
+        ValueError: a subgroup column that no item has.
+    """
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if header is None:
+        return
+    by_id = {str(it.get("id")): it for it in items}
+    specs = check_subgroups(items, subgroups)
+    keep = [i for i, h in enumerate(header) if h != "patient" and not h.startswith("group_")]
+    header = [header[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
+    matched = [by_id.get(r[0], {}) for r in rows]
+    extra_header, extra = [], [[] for _ in rows]
+    if any(it.get("patient_id") not in (None, "") for it in matched):
+        numbers: dict[str, str] = {}
+        extra_header.append("patient")
+        for e, it in zip(extra, matched):
+            pid = it.get("patient_id")
+            if pid in (None, ""):
+                e.append("")
+            else:
+                e.append(numbers.setdefault(str(pid), f"P{len(numbers) + 1:04d}"))
+    for column, bins in specs:
+        extra_header.append(f"group_{column}")
+        values = group_values([it.get(column) for it in matched], bins)
+        for e, v in zip(extra, values):
+            e.append(v)
+    _write_rows(path, header + extra_header, [r + e for r, e in zip(rows, extra)])
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a predictions CSV into arrays.
+
+    Returns:
+        ``{"ids", "label_names", "probs" (N, C), "labels" (N, C) 1/0/NaN or None, "decisions" (N, C) or None,
+        "patients" (list or None), "groups" {column: values}}``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no predictions file (run the evaluate workflow first)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        rows = list(reader)
+    names = [h[len("prob_"):] for h in header if h.startswith("prob_")]
+    if not names:
+        raise ValueError(f"{path}: no prob_<label> columns")
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+
+    def matrix(prefix: str, blank_nan: bool) -> np.ndarray | None:
+        if not all(f"{prefix}{n}" in header for n in names):
+            return None
+        out = np.empty((len(rows), len(names)))
+        for i, r in enumerate(rows):
+            for k, n in enumerate(names):
+                cell = (r[f"{prefix}{n}"] or "").strip()
+                try:
+                    out[i, k] = math.nan if (cell == "" and blank_nan) else float(cell)
+                except ValueError as e:
+                    raise ValueError(f"{path} row {i + 2}, column {prefix}{n}: not a number: {cell!r}") from e
+        return out
+
+    probs = matrix("prob_", blank_nan=False)
+    return {
+        "ids": [r["id"] for r in rows],
+        "label_names": names,
+        "probs": probs,
+        "labels": matrix("label_", blank_nan=True),
+        "decisions": matrix("pred_", blank_nan=False),
+        "patients": [r["patient"] for r in rows] if "patient" in header else None,
+        "groups": {h[len("group_"):]: [r[h] for r in rows] for h in header if h.startswith("group_")},
+    }
+
+
+def _load_json(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _infer_task(labels: np.ndarray, probs: np.ndarray) -> str:
+    known = ~np.isnan(labels).any(axis=1)
+    one_hot = labels.shape[1] > 1 and known.any() and np.all(labels[known].sum(axis=1) == 1)
+    sums_to_one = np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    return "multiclass" if one_hot and sums_to_one else "multilabel"
+
+
+def _per_label_csv(path: Path, metrics: dict) -> None:
+    cols = ["label", "positives", "negatives", "unknown", "auc", "auc_ci_lower", "auc_ci_upper",
+            "average_precision", "threshold", "sensitivity", "sensitivity_ci_lower", "sensitivity_ci_upper",
+            "specificity", "specificity_ci_lower", "specificity_ci_upper", "ppv", "npv", "f1", "accuracy", "ece",
+            "tp", "fp", "tn", "fn", "undefined"]
+    rows = []
+    for name, m in metrics["per_label"].items():
+        flat = {**m, "label": name,
+                "auc_ci_lower": m["auc_ci"][0], "auc_ci_upper": m["auc_ci"][1],
+                "sensitivity_ci_lower": m["sensitivity_ci"][0], "sensitivity_ci_upper": m["sensitivity_ci"][1],
+                "specificity_ci_lower": m["specificity_ci"][0], "specificity_ci_upper": m["specificity_ci"][1],
+                "undefined": "; ".join(f"{k}: {v}" for k, v in (m.get("undefined") or {}).items())}
+        row = []
+        for c in cols:
+            v = flat.get(c)
+            row.append("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
+        rows.append(row)
+    _write_rows(path, cols, rows)
+
+
+def build_report(
+    folder: str | os.PathLike,
+    task: str | None = None,
+    subgroups: Sequence[Any] | None = None,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+    n_bins: int | None = None,
+    saliency_max: int | None = None,
+    html: bool = True,
+) -> dict[str, Any]:
+    """(Re)build the evaluation of a folder from its files.
+
+    Reads ``predictions.csv`` (with labels), ``thresholds.json`` (operating points chosen on validation; the
+    thresholds in an earlier ``metrics.json`` or 0.5 otherwise) and the settings of an earlier
+    ``metrics.json``; writes ``metrics.json``, ``per_label.csv`` and, with ``html``, ``plots/*.png`` and
+    ``report.html``. Arguments left ``None`` take the earlier settings (or the defaults: 1000 resamples, seed
+    0, 10 bins, 24 saliency images).
+
+    Returns:
+        The metrics dictionary (JSON-ready: undefined values are ``None``).
+    """
+    folder = Path(folder)
+    pred = read_predictions(folder / "predictions.csv")
+    if pred["labels"] is None:
+        raise ValueError(f"{folder / 'predictions.csv'}: no label_<label> columns; a report needs labelled data")
+    names = pred["label_names"]
+    previous = _load_json(folder / "metrics.json") or {}
+    settings = dict(previous.get("settings") or {})
+    op = _load_json(folder / "thresholds.json")
+    task = task or settings.get("task") or (op or {}).get("task") or previous.get("task") or \
+        _infer_task(pred["labels"], pred["probs"])
+    if task not in ("multilabel", "binary", "multiclass"):
+        raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
+    settings.update({k: v for k, v in dict(task=task, n_bootstrap=n_bootstrap, seed=seed, n_bins=n_bins,
+                                            saliency_max=saliency_max).items() if v is not None})
+    if subgroups is not None:
+        settings["subgroups"] = list(subgroups)
+    settings.setdefault("n_bootstrap", 1000)
+    settings.setdefault("seed", 0)
+    settings.setdefault("n_bins", 10)
+    settings.setdefault("saliency_max", 24)
+
+    thresholds = np.full(len(names), 0.5)
+    source = "default 0.5"
+    if op and op.get("labels"):
+        by_label = {c["label"]: c.get("threshold") for c in op["labels"]}
+        if set(by_label) != set(names):
+            raise ValueError(f"{folder / 'thresholds.json'}: labels {sorted(by_label)} differ from the predictions' "
+                             f"{names}")
+        thresholds = np.array([by_label[n] if by_label[n] is not None else 0.5 for n in names], dtype=float)
+        source = "thresholds.json"
+    elif previous.get("thresholds"):
+        thresholds = np.array([previous["thresholds"].get(n) or 0.5 for n in names], dtype=float)
+        source = "metrics.json"
+
+    wanted = [c for c, _ in subgroup_specs(settings.get("subgroups"))]
+    groups = {c: v for c, v in pred["groups"].items() if not wanted or c in wanted}
+    metrics = evaluate_predictions(pred["labels"], pred["probs"], names, task, thresholds, patients=pred["patients"],
+                                   groups=groups, n_bootstrap=int(settings["n_bootstrap"]),
+                                   seed=int(settings["seed"]), n_bins=int(settings["n_bins"]))
+    metrics["operating_points"] = op or {"operating_point": source}
+    metrics["temperature"] = (op or {}).get("temperature", 1.0)
+    metrics["settings"] = settings
+    metrics = to_json(metrics)
+    _atomic_json(folder / "metrics.json", metrics)
+    _per_label_csv(folder / "per_label.csv", metrics)
+    logger.info("metrics written to %s (mean AUC %s)", folder / "metrics.json", metrics["mean_auc"])
+    if html:
+        from medclass.report.html import write_html
+
+        path = write_html(folder, pred, metrics, saliency_max=int(settings["saliency_max"]))
+        logger.info("report written to %s", path)
+    return metrics
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
+    os.replace(tmp, path)
