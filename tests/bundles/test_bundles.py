@@ -202,7 +202,9 @@ def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
     assert torch.load(tmp / "models" / "model.pt", weights_only=True)["thresholds"][0].item() == \
         pytest.approx(threshold, abs=1e-6)
     for r in rows:
-        assert int(r[f"pred_{first}"]) == int(float(r[f"prob_{first}"]) >= threshold - 1e-6)
+        prob = float(r[f"prob_{first}"])
+        if abs(prob - threshold) > 1e-5:  # the CSV rounds to 6 decimals; Youden thresholds sit on data values
+            assert int(r[f"pred_{first}"]) == int(prob >= threshold)
         if r["id"] in eval_rows:
             matched += 1
             assert float(r[f"prob_{first}"]) == pytest.approx(float(eval_rows[r["id"]][f"prob_{first}"]), abs=1e-2)
