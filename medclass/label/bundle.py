@@ -325,8 +325,14 @@ class BundleModel:
                 "pretrained": start,
                 **dict(overrides or {}),
             }
-            wf = self._workflow(self.train_files, "train", **run)
-            wf.run()
+            try:
+                wf = self._workflow(self.train_files, "train", **run)
+                wf.run()
+            except Exception as exc:
+                user = _user_error(exc)
+                if user is not None:
+                    raise ValueError(f"{self.name}: training stopped, {self.model_path} unchanged: {user}") from exc
+                raise
             data = wf.parser.get_parsed_content("data")
             val = wf.parser.get_parsed_content("validate#evaluator")
             trainer = wf.parser.get_parsed_content("train#trainer")
