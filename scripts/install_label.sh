@@ -18,6 +18,8 @@ python -c "import medclass" 2>/dev/null || python -m pip install --quiet --disab
     -c "$_root/requirements/constraints.txt" -e "$_root" || { echo "medclass install failed" >&2; return 1 2>/dev/null || exit 1; }
 _pip=(python -m pip install --quiet --disable-pip-version-check -c "$_root/requirements/constraints.txt"
       -c "$_root/requirements/label-constraints.txt")
+echo "installing monailabel 0.8.5 without its declared dependencies; pip's notes that it 'requires' torchvision, sam2," \
+     "shapely, ... are expected (segmentation / pathology features medclass does not use)"
 "${_pip[@]}" --no-deps monailabel==0.8.5 \
     && "${_pip[@]}" -r "$_root/requirements/label.txt" \
     || { echo "MONAI Label install failed" >&2; return 1 2>/dev/null || exit 1; }

@@ -271,3 +271,18 @@ def test_train_endpoint_retrains_from_datastore_labels(server):
     after = requests.post(f"{url}/infer/cxr_classification", params={"image": "chest", "output": "json"},
                           data={"params": "{}"}, timeout=300).json()["probabilities"]
     assert after != pytest.approx(probs_before, abs=1e-7)
+
+
+def test_tutorial_04_monai_label(real_data, tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/install_label.sh)")
+    res = subprocess.run([sys.executable, str(ROOT / "tutorials" / "04_monai_label.py"), "--tiny", "--workdir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "monailabel start_server --app" in res.stdout and "--uvicorn_app medclass.label.server:app" in res.stdout
+    assert "training DONE" in res.stdout and "server stopped" in res.stdout
+    from PIL import Image
+
+    png = Image.open(tmp_path / "saliency.png")  # cxr_0 is CR-MONO1-10-chest.dcm (440 x 440)
+    ds = __import__("pydicom").dcmread(real_data / "dicom" / "chest_xray" / "CR-MONO1-10-chest.dcm", force=True,
+                                       stop_before_pixels=True)
+    assert (png.height, png.width) == (ds.Rows, ds.Columns)
