@@ -113,6 +113,8 @@ class MedclassInferTask(InferTask):
             config={"saliency": False, "saliency_method": "gradcam"},
         )
         self.model = model
+        # saliency files go here; MONAI Label deletes each one once it has been sent
+        self.out_dir = tempfile.mkdtemp(prefix=f"medclass-label-{model.name}-")
 
     def info(self) -> dict[str, Any]:
         out = super().info()
@@ -134,9 +136,8 @@ class MedclassInferTask(InferTask):
         except ValueError as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         method = str(request.get("saliency_method", "gradcam"))
-        out_dir = tempfile.mkdtemp(prefix="medclass-label-")
         try:
-            result, saliency_file = self.model.predict(image, saliency=saliency, method=method, out_dir=out_dir)
+            result, saliency_file = self.model.predict(image, saliency=saliency, method=method, out_dir=self.out_dir)
         except InputImageError as e:
             shown = str(e).replace(image, os.path.basename(image))
             raise HTTPException(status_code=422, detail=f"{self.model.name} cannot use this image: {shown}") from e
