@@ -273,6 +273,7 @@ def test_train_endpoint_retrains_from_datastore_labels(server):
     assert after != pytest.approx(probs_before, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_tutorial_04_monai_label(real_data, tmp_path):
     pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/install_label.sh)")
     res = subprocess.run([sys.executable, str(ROOT / "tutorials" / "04_monai_label.py"), "--tiny", "--workdir",
