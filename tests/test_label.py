@@ -111,6 +111,31 @@ def test_failed_training_keeps_the_model(bundles, tmp_path):
     assert not list((cxr / "models").glob(".train-*"))
 
 
+def test_datastore_labels_from_image_info_and_json_label_files(tmp_path):
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/install_label.sh)")
+    from monailabel.datastore.local import LocalDatastore
+
+    from medclass.label.application import datastore_labels
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for name in ("a", "b", "c"):
+        (studies / f"{name}.png").write_bytes(b"png")
+    ds = LocalDatastore(str(studies), extensions=["*.png"], auto_reload=False)
+    ds.update_image_info("a", {"labels": {"Effusion": 1, "nodule": None, "other_bundle_label": 1}})
+    label = tmp_path / "b.json"
+    label.write_text(json.dumps({"labels": {"nodule": "no", "effusion": True}}))
+    ds.save_label("b", str(label), "final", {})
+    rows = {image_id: (path, labels) for path, image_id, labels in datastore_labels(ds, ["nodule", "effusion"])}
+    assert set(rows) == {"a", "b"}  # c has no labels
+    assert rows["a"][0] == str((studies / "a.png").resolve())
+    assert rows["a"][1]["effusion"] == 1.0 and math.isnan(rows["a"][1]["nodule"])
+    assert rows["b"][1] == {"nodule": 0.0, "effusion": 1.0}
+    ds.update_image_info("c", {"labels": {"nodule": 3}})
+    with pytest.raises(ValueError, match="image c, label 'nodule': label value 3"):
+        datastore_labels(ds, ["nodule", "effusion"])
+
+
 # ---------------------------------------------------------------------------------------------- the real server
 @pytest.fixture(scope="module")
 def server(bundles, real_data, tmp_path_factory):
