@@ -80,6 +80,22 @@ def _report(args) -> int:
     return 0
 
 
+def _label_app(args) -> int:
+    import shutil
+
+    from medclass.label import app_dir
+
+    src = app_dir()
+    if args.copy_to is None:
+        print(src)
+        return 0
+    dst = Path(args.copy_to).expanduser().resolve()
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "main.py", dst / "main.py")
+    print(dst)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--saliency-max", type=int, default=None, help="saliency images embedded (default 24)")
     p.add_argument("--no-html", action="store_true", help="only metrics.json and per_label.csv")
     p.set_defaults(func=_report)
+    p = sub.add_parser("label-app", help="print the MONAI Label app folder (for monailabel start_server --app)")
+    p.add_argument("copy_to", nargs="?", default=None,
+                   help="write the app (its main.py) into this folder and print it; MONAI Label writes logs/ and "
+                        "model/ into the app folder, so use this where the installed package is read-only")
+    p.set_defaults(func=_label_app)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

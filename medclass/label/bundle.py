@@ -1,0 +1,362 @@
+"""Serve and retrain one medclass bundle through its own workflows (no MONAI Label needed here).
+
+:class:`BundleModel` is what the MONAI Label tasks (:mod:`medclass.label.application`) call:
+
+* :meth:`BundleModel.predict` runs the bundle's ``inference`` workflow (``configs/common.yaml`` +
+  ``configs/inference.yaml`` through :class:`monai.bundle.ConfigWorkflow`) on one image, so preprocessing,
+  checkpoint loading, precision and post-processing are the bundle's own and the probabilities equal those of
+  ``python -m monai.bundle run ... inference.yaml --input <image>``. It returns each label's probability and its
+  0/1 decision at the thresholds stored in the model (the ``thresholds`` buffer, as in ``predictions.csv``), and
+  optionally the saliency map of the top label resampled onto the input image's grid.
+* :meth:`BundleModel.train` runs the bundle's ``train`` workflow on a label CSV and replaces ``models/model.pt``
+  atomically; a failed run leaves the previous model in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medclass.utils import flag
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BundleModel", "InputImageError", "write_label_csv", "parse_label_value"]
+
+
+class InputImageError(ValueError):
+    """The image given for inference cannot be read or does not suit the bundle (a client error)."""
+
+
+def _error_chain(exc: BaseException) -> list[BaseException]:
+    out = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The outermost ValueError / TypeError / OSError of an exception chain (medclass reports bad input so;
+    MONAI wraps it in a RuntimeError naming the transform)."""
+    for e in _error_chain(exc):
+        if isinstance(e, (ValueError, TypeError, OSError)):
+            return e
+    return None
+
+
+def parse_label_value(value: Any, where: str) -> float:
+    """An image-level label value: 1/0 (also true/false, yes/no, positive/negative) or unknown (None, "", NaN)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and math.isnan(value):
+            return math.nan
+        if value in (0, 1):
+            return float(value)
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("", "nan", "none", "null", "unknown", "-1", "u"):
+            return math.nan
+        if v in ("1", "1.0", "true", "yes", "positive", "pos"):
+            return 1.0
+        if v in ("0", "0.0", "false", "no", "negative", "neg"):
+            return 0.0
+    raise ValueError(f"{where}: label value {value!r} is not 1/0 (true/false) or empty for unknown")
+
+
+def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapping[str, float]]],
+                    label_names: Sequence[str]) -> int:
+    """Write a medclass label CSV (``image``, ``id``, one column per label: 1, 0 or empty for unknown).
+
+    Args:
+        path: CSV file to write.
+        rows: ``(image path, image id, {label name: 1.0 / 0.0 / NaN})``; missing names are unknown.
+        label_names: the bundle's label order.
+
+    Returns:
+        The number of rows written.
+    """
+    n = 0
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "id", *label_names])
+        for image, image_id, labels in rows:
+            cells = []
+            for name in label_names:
+                v = labels.get(name, math.nan)
+                cells.append("" if v is None or math.isnan(v) else int(v))
+            w.writerow([image, image_id, *cells])
+            n += 1
+    return n
+
+
+class BundleModel:
+    """One medclass bundle served for inference and retrained from image-level labels.
+
+    Args:
+        bundle_dir: the bundle folder (``configs/common.yaml``, ``configs/inference.yaml``, ``configs/train.yaml``,
+            ``configs/metadata.json``, ``models/model.pt``).
+        overrides: top-level config values applied to every workflow run (e.g. ``{"num_threads": 2}``).
+        name: the model name shown to clients (default: the folder name).
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> None:
+        from monai.bundle import ConfigParser
+
+        from medclass.bundle_tools import config_files
+
+        self.bundle_dir = Path(bundle_dir).expanduser().resolve()
+        if not (self.bundle_dir / "configs" / "common.yaml").is_file():
+            raise ValueError(f"{self.bundle_dir}: not a medclass bundle (no configs/common.yaml)")
+        self.name = name or self.bundle_dir.name
+        self.overrides = dict(overrides or {})
+        self.inference_files = config_files(self.bundle_dir, "inference.yaml")
+        self.train_files = config_files(self.bundle_dir, "train.yaml")
+        meta = self.bundle_dir / "configs" / "metadata.json"
+        self.meta_file = str(meta) if meta.is_file() else None
+        parser = ConfigParser()
+        parser.read_config(self.inference_files)
+        parser.update({"bundle_root": str(self.bundle_dir), **self.overrides})
+        self.label_names = [str(n) for n in parser.get_parsed_content("label_names")]
+        self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
+        self.task = str(parser.get_parsed_content("task"))
+        size = parser.get_parsed_content("image_size")
+        self.image_size = [int(s) for s in size] if size is not None else None
+        self.model_path = Path(parser.get_parsed_content("model_path"))
+        self.max_epochs = int(self.train_config("max_epochs"))
+        try:
+            import json
+
+            self.description = json.loads(meta.read_text()).get("description", "") if self.meta_file else ""
+        except ValueError:
+            self.description = ""
+        self._lock = threading.Lock()
+
+    def train_config(self, key: str) -> Any:
+        """A value of the bundle's train config (with the overrides)."""
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config(self.train_files)
+        parser.update({"bundle_root": str(self.bundle_dir), **self.overrides})
+        return parser.get_parsed_content(key)
+
+    def is_trained(self) -> bool:
+        """Whether ``models/model.pt`` exists."""
+        return self.model_path.is_file()
+
+    # ------------------------------------------------------------------ inference
+    def _workflow(self, files: list[str], workflow_type: str, **overrides):
+        from monai.bundle import ConfigWorkflow
+
+        wf = ConfigWorkflow(
+            config_file=files,
+            meta_file=self.meta_file,
+            logging_file=False,  # keep the server's logging configuration
+            workflow_type=workflow_type,
+            bundle_root=str(self.bundle_dir),
+            **{**self.overrides, **overrides},
+        )
+        wf.initialize()
+        return wf
+
+    def predict(self, image: str | os.PathLike, saliency: bool = False, method: str = "gradcam",
+                out_dir: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
+        """Classify one image with the bundle's ``inference`` workflow.
+
+        Args:
+            image: an image file (PNG/JPEG/DICOM for 2D; NIfTI, 3D DICOM or a DICOM series folder for 3D).
+            saliency: also write the saliency map of the top label (PNG for 2D, NIfTI for 3D) on the grid of the
+                input image (its shape; for 3D its affine), values 0-255 (PNG) or 0-1 (NIfTI).
+            method: saliency method (see :func:`medclass.saliency.saliency_maps`).
+            out_dir: folder for the saliency file (default: a new temporary folder).
+
+        Returns:
+            ``(result, saliency_file)``: ``result`` holds ``labels`` (one entry per label: ``name``,
+            ``probability``, ``prediction`` (0/1), ``threshold``), ``probabilities`` and ``predictions`` by name,
+            ``top_label``, ``positive`` (labels decided 1) and, with saliency, ``saliency`` (label, method, shape).
+
+        Raises:
+            InputImageError: the image cannot be read or does not suit the bundle (message names the problem).
+            FileNotFoundError: the bundle has no trained model.
+        """
+        from medclass.metrics import decisions
+
+        image = Path(image)
+        if not self.is_trained():
+            raise FileNotFoundError(f"{self.model_path}: the bundle {self.name} has no trained model yet")
+        with self._lock, tempfile.TemporaryDirectory(prefix="medclass-infer-") as tmp:
+            t0 = time.perf_counter()
+            try:
+                wf = self._workflow(self.inference_files, "inference", input=str(image), output_dir=tmp)
+                wf.run()
+            except Exception as exc:
+                user = _user_error(exc)
+                if user is not None:
+                    raise InputImageError(str(user)) from exc
+                raise
+            evaluator = wf.parser.get_parsed_content("evaluator")
+            network = wf.parser.get_parsed_content("network")
+            outputs = evaluator.state.output
+            if not outputs:
+                raise InputImageError(f"{image}: the bundle's inference produced no prediction")
+            probs = np.asarray(torch.as_tensor(outputs[0]["pred"]).detach().float().cpu()).reshape(1, -1)
+            thresholds = np.asarray(network.thresholds.detach().float().cpu(), dtype=np.float64)
+            dec = decisions(probs, thresholds, self.task)[0]
+            p = probs[0]
+            labels = [
+                {"name": n, "probability": float(p[i]), "prediction": int(dec[i]), "threshold": float(thresholds[i])}
+                for i, n in enumerate(self.label_names)
+            ]
+            top = int(np.argmax(p))
+            result: dict[str, Any] = {
+                "model": self.name,
+                "task": self.task,
+                "labels": labels,
+                "probabilities": {x["name"]: x["probability"] for x in labels},
+                "predictions": {x["name"]: x["prediction"] for x in labels},
+                "positive": [x["name"] for x in labels if x["prediction"]],
+                "top_label": self.label_names[top],
+                "latency_s": {"inference": round(time.perf_counter() - t0, 4)},
+            }
+            wf.finalize()
+            saliency_file = None
+            if flag(saliency, "saliency"):
+                t1 = time.perf_counter()
+                batch = evaluator.state.batch
+                pre = batch[0]["image"] if isinstance(batch, list) else batch["image"][0]
+                reader = wf.parser.get_parsed_content("preprocessing").transforms[0]
+                saliency_file, shape = self._saliency(network, pre, top, method, reader, image,
+                                                      Path(out_dir) if out_dir else None)
+                result["saliency"] = {"label": self.label_names[top], "method": method, "shape": shape,
+                                      "format": "png" if self.spatial_dims == 2 else "nifti"}
+                result["latency_s"]["saliency"] = round(time.perf_counter() - t1, 4)
+        return result, saliency_file
+
+    def _saliency(self, network, pre, target: int, method: str, reader, image: Path,
+                  out_dir: Path | None) -> tuple[str, list[int]]:
+        """The saliency map of label ``target`` on the input image's grid, written as PNG (2D) or NIfTI (3D)."""
+        from monai.data import MetaTensor
+        from monai.transforms import ResampleToMatch
+
+        from medclass.saliency import saliency_maps
+
+        x = pre.unsqueeze(0) if pre.dim() == self.spatial_dims + 1 else pre
+        param = next(network.parameters())
+        maps = saliency_maps(network, x.to(param.device), targets=[target], method=method)  # (1, 1, *spatial)
+        # the map lives on the preprocessed grid (affine tracked by the bundle's transforms); resample it onto
+        # the grid the bundle's reader gives the raw input (its shape and, for volumes, its affine)
+        raw = reader({"image": str(image), "id": "input"})["image"]
+        pre_affine = pre.affine if hasattr(pre, "affine") else raw.affine
+        m = MetaTensor(maps[0].float(), affine=torch.as_tensor(pre_affine, dtype=torch.float64))
+        if tuple(m.shape[1:]) != tuple(raw.shape[1:]) or not torch.allclose(
+                torch.as_tensor(pre_affine, dtype=torch.float64), raw.affine.to(torch.float64)):
+            m = ResampleToMatch(mode="bilinear", padding_mode="zeros")(m, img_dst=raw)
+        arr = np.clip(np.asarray(m.detach().cpu())[0], 0.0, 1.0).astype(np.float32)
+        out_dir = out_dir or Path(tempfile.mkdtemp(prefix="medclass-saliency-"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if self.spatial_dims == 2:
+            from PIL import Image
+
+            path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.png"
+            Image.fromarray(np.round(arr * 255.0).astype(np.uint8)).save(path)
+        else:
+            import nibabel as nib
+
+            path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.nii.gz"
+            nib.save(nib.Nifti1Image(arr, np.asarray(raw.affine, dtype=np.float64)), str(path))
+        return str(path), [int(s) for s in arr.shape]
+
+    # ------------------------------------------------------------------ training
+    def train(self, datalist: str | os.PathLike, max_epochs: int | None = None, from_scratch: bool = False,
+              overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Retrain with the bundle's ``train`` workflow and replace ``models/model.pt`` atomically.
+
+        The run writes into a fresh folder beside the model (same file system), so ``model.pt`` is replaced by
+        one ``os.replace`` only once training succeeded; the previous model is kept as ``model.previous.pt``.
+        A failed run leaves ``model.pt`` as it was.
+
+        Args:
+            datalist: a label CSV / JSON datalist the bundle reads (e.g. from :func:`write_label_csv`); without a
+                split column it is split patient-disjointly by the bundle's ``split_fractions``.
+            max_epochs: epochs (default: the bundle's ``max_epochs``).
+            from_scratch: start from random weights instead of the current ``model.pt``.
+            overrides: further top-level bundle values for this run (e.g. ``{"batch_size": 8}``).
+
+        Returns:
+            A summary: model name, epochs run, images per split, best validation mean AUC, model path.
+        """
+        epochs = int(max_epochs) if max_epochs is not None else self.max_epochs
+        if epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
+        models = self.model_path.parent
+        models.mkdir(parents=True, exist_ok=True)
+        work = models / f".train-{uuid.uuid4().hex[:8]}"
+        work.mkdir()
+        t0 = time.perf_counter()
+        try:
+            start = None if flag(from_scratch, "from_scratch") or not self.is_trained() else str(self.model_path)
+            run = {
+                "datalist": str(datalist),
+                "dataset_dir": str(Path(datalist).resolve().parent),
+                "ckpt_dir": str(work),
+                "log_dir": str(work / "runs"),
+                "output_dir": str(work / "eval"),
+                "max_epochs": epochs,
+                "resume": False,
+                "progress_bar": False,
+                "pretrained": start,
+                **dict(overrides or {}),
+            }
+            try:
+                wf = self._workflow(self.train_files, "train", **run)
+                wf.run()
+            except Exception as exc:
+                user = _user_error(exc)
+                if user is not None:
+                    raise ValueError(f"{self.name}: training stopped, {self.model_path} unchanged: {user}") from exc
+                raise
+            data = wf.parser.get_parsed_content("data")
+            val = wf.parser.get_parsed_content("validate#evaluator")
+            trainer = wf.parser.get_parsed_content("train#trainer")
+            wf.finalize()
+            new = work / "model.pt"
+            if not new.is_file():  # no best checkpoint (e.g. undefined validation AUC): take the last epoch
+                last = torch.load(work / "last.pt", map_location="cpu", weights_only=True)
+                torch.save(last["network"], new)
+            net = wf.parser.get_parsed_content("network_def")
+            net.load_state_dict(torch.load(new, map_location="cpu", weights_only=True))  # check before replacing
+            if self.model_path.is_file():
+                shutil.copy2(self.model_path, models / "model.previous.pt")
+            os.replace(new, self.model_path)
+            auc = val.state.best_metric if val.state.best_metric != -1 else None
+            summary = {
+                "model": self.name,
+                "epochs": int(trainer.state.epoch),
+                "images": {k: len(v) for k, v in data.splits.items()},
+                "best_val_mean_auc": None if auc is None or math.isnan(auc) else float(auc),
+                "started_from": "scratch" if start is None else "previous model",
+                "model_path": str(self.model_path),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            logger.info("retrained %s: %s", self.name, summary)
+            return summary
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
