@@ -5,6 +5,7 @@ from medclass.handlers.early_stop import EarlyStopping
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
+from medclass.handlers.saliency import SaliencyHandler
 
 __all__ = [
     "CheckpointManager",
@@ -15,4 +16,5 @@ __all__ = [
     "MeanAccuracy",
     "PredictionWriter",
     "ProgressBar",
+    "SaliencyHandler",
 ]
