@@ -72,7 +72,8 @@ def load_model(wf, path: Path) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ pointing game
-def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool) -> dict:
+def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
+                  size: int | None = None) -> dict:
     bundle = BUNDLES[dims]
     over = {"bundle_root": str(bundle), "dataset_dir": str(work / f"phantoms{dims}d"),
             "ckpt_dir": str(work / f"models{dims}d"), "output_dir": str(work / f"eval{dims}d"),
@@ -80,6 +81,11 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
     if tiny:
         over.update({"image_size": [48] * dims, "width": 8, "phantoms": {"n": 40, "size": 48, "seed": 1,
                      **({"spatial_dims": 3} if dims == 3 else {})}})
+    elif size:  # the bundle's phantom set (n, seed) at another size
+        import yaml
+
+        ph = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["phantoms"]
+        over.update({"image_size": [size] * dims, "phantoms": {**ph, "size": size}})
     t0 = time.time()
     run_workflow(bundle, "train", {**over, "max_epochs": epochs})
     train_s = time.time() - t0
@@ -229,6 +235,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, help="models and data go here (default: a temporary folder)")
     ap.add_argument("--phantom-epochs", type=int, default=6)
+    ap.add_argument("--phantom-size-2d", type=int, help="phantom and image size (default: the bundle's, 128)")
+    ap.add_argument("--phantom-size-3d", type=int, help="phantom and image size (default: the bundle's, 48)")
     ap.add_argument("--epochs-real", type=int, default=4, help="epochs for real-data models trained here")
     ap.add_argument("--model-2d", type=Path, help="PneumoniaMNIST model.pt (quality.py recipe) instead of training")
     ap.add_argument("--model-3d", type=Path, help="AdrenalMNIST3D model.pt (quality.py recipe) instead of training")
@@ -254,7 +262,8 @@ def main(argv=None) -> dict:
         if f"pointing{dims}d" not in args.skip:
             print(f"pointing game {dims}D (phantoms, {args.phantom_epochs} epochs)", flush=True)
             result[f"pointing_{dims}d"] = pointing_game(dims, work, args.phantom_epochs, args.n_pointing,
-                                                        args.n_slow, args.tiny)
+                                                        args.n_slow, args.tiny,
+                                                        args.phantom_size_2d if dims == 2 else args.phantom_size_3d)
         if f"deletion{dims}d" not in args.skip:
             print(f"deletion test {dims}D", flush=True)
             model = args.model_2d if dims == 2 else args.model_3d
