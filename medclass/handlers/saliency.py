@@ -257,24 +257,36 @@ class SaliencyHandler:
         act = torch.softmax if self.task == "multiclass" else lambda x, dim: torch.sigmoid(x)
         return act(logits.float(), dim=1).cpu().numpy()
 
-    def _ids(self, batch: Any, n: int) -> list[str]:
-        ids = list(batch.get(self.id_key, [])) if isinstance(batch, dict) else []
+    def _ids(self, ids: list, n: int) -> list[str]:
         if len(ids) != n or any(i is None or str(i) == "" for i in ids):
             return [f"item_{self._seen + k:06d}" for k in range(n)]
         return [safe_name(i) for i in ids]
 
+    def _unpack(self, batch: Any) -> tuple[torch.Tensor, list, list[np.ndarray | None]]:
+        """Images ``(B, C, *spatial)``, ids and per-image affines from a collated dict or a decollated list."""
+        if isinstance(batch, dict) and self.image_key in batch:
+            images = batch[self.image_key]
+            ids = list(batch.get(self.id_key, []))
+            return images, ids, self._affines(images, images.shape[0])
+        if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) for b in batch):
+            if any(self.image_key not in b for b in batch):
+                raise ValueError(f"SaliencyHandler needs batch items with the key {self.image_key!r}")
+            imgs = [b[self.image_key] for b in batch]
+            images = torch.stack([torch.as_tensor(i) for i in imgs])
+            affines = [self._affines(i, 1)[0] for i in imgs]
+            return images, [b.get(self.id_key) for b in batch], affines
+        raise ValueError(f"SaliencyHandler needs batches as dicts (or lists of dicts) with the key {self.image_key!r}")
+
     def _iteration(self, engine: Engine) -> None:
         if self.max_images is not None and self._seen >= self.max_images:
             return
-        batch = engine.state.batch
-        if not isinstance(batch, dict) or self.image_key not in batch:
-            raise ValueError(f"SaliencyHandler needs batches as dicts with the key {self.image_key!r}")
-        images = batch[self.image_key]
+        images, raw_ids, affines = self._unpack(engine.state.batch)
         if self.max_images is not None:
-            images = images[: self.max_images - self._seen]
+            keep = self.max_images - self._seen
+            images, raw_ids, affines = images[:keep], raw_ids[:keep], affines[:keep]
         b = images.shape[0]
         probs = self._probs(engine, images)[:b]
-        ids = self._ids(batch, b)
+        ids = self._ids(raw_ids, b)
         if self.targets:
             idx = [[self.label_names.index(t) for t in self.targets]] * b
         else:
@@ -291,7 +303,6 @@ class SaliencyHandler:
                 target_layer=self.target_layer,
                 **self.method_kwargs,
             ).numpy()
-            affines = self._affines(images, b)
             img_np = torch.as_tensor(images).detach().float().cpu().numpy()
             for k in range(b):
                 for j, li in enumerate(idx[k]):
