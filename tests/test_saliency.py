@@ -62,7 +62,7 @@ def trained(arch: str, dims: int) -> nn.Module:
         model = _build(arch, dims)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         model.train()
-        steps = 80 if arch == "vit" else 40
+        steps = 80 if arch == "vit" else 60
         for _ in range(steps):
             x, y = _blob_batch(16, SIZES[dims], gen)
             loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
@@ -85,6 +85,11 @@ def _methods(arch: str) -> list[str]:
     return [m for m in METHODS if m != "rollout" or arch == "vit"]
 
 
+# On the tiny ViTs the token CAMs and input gradients do not localise the square reliably (a 2-block ViT trained
+# for 80 steps); their orientation is checked exactly by test_vit_tokens_map_to_their_patch instead.
+CORNER_METHODS = {"vit": ["occlusion"]}
+
+
 def _half_means(m: torch.Tensor, corner) -> tuple[float, float]:
     """Mean of a map ``(*spatial)`` on the square of ``_blob_batch(corner=...)`` (grown by 1) vs elsewhere."""
     side = [max(2, s // 3) for s in m.shape]
@@ -104,7 +109,7 @@ def test_corner_signal_lights_its_corner(arch, dims):
     xa, _ = _blob_batch(1, SIZES[dims], gen, corner=first)
     xb, _ = _blob_batch(1, SIZES[dims], gen, corner=last)
     x = torch.cat([xa, xb])  # batch of 2: one square per corner
-    for method in _methods(arch):
+    for method in CORNER_METHODS.get(arch, _methods(arch)):
         maps = saliency_maps(model, x, targets=["square"], method=method, **FAST_KW.get(method, {}))
         assert maps.shape == (2, 1, *SIZES[dims]) and maps.dtype == torch.float32
         assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
@@ -129,6 +134,27 @@ def test_batch_equals_single_images_and_targets(arch, dims):
         best = model(x).argmax(1)
     per_image = saliency_maps(model, x, targets=best[:, None], method="gradcam")
     assert torch.allclose(top, per_image)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_vit_tokens_map_to_their_patch(dims):
+    """A signal in one patch changes exactly one token, which the token-to-grid reshape puts at that patch."""
+    from medclass.saliency import _to_spatial
+
+    size, patch = ((16, 48), (8, 16)) if dims == 2 else ((8, 12, 16), (4, 4, 4))
+    model = build_classifier("vit", dims, 1, 2, image_size=size, patch_size=patch, hidden_size=32, mlp_dim=64,
+                             num_layers=1, num_heads=2).eval()
+    grid = model.grid
+    target = tuple(g - 1 if i % 2 == 0 else 0 for i, g in enumerate(grid))  # a far, asymmetric patch
+    x = torch.zeros(1, 1, *size)
+    x[(0, 0, *[slice(t * p, (t + 1) * p) for t, p in zip(target, patch)])] = 1.0
+    with torch.no_grad():
+        emb = model.backbone.patch_embedding
+        diff = emb(x) - emb(torch.zeros_like(x))  # (1, N, hidden)
+    tokens = torch.cat([torch.zeros(1, 1, diff.shape[2]), diff], dim=1)  # the class token comes first
+    spatial = _to_spatial(tokens, model, dims, "tokens").norm(dim=1)[0]  # (*grid)
+    assert spatial.shape == grid
+    assert tuple(int(i) for i in torch.nonzero(spatial > 1e-6)[0]) == target and int((spatial > 1e-6).sum()) == 1
 
 
 def test_vit_token_grid_follows_a_non_square_input():
