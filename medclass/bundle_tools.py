@@ -15,11 +15,13 @@ GENERATED = {
     "train.yaml": ("base.yaml", "train.yaml"),
     "evaluate.yaml": ("base.yaml", "evaluate.yaml"),
     "inference.yaml": ("base.yaml", "inference.yaml"),
+    "saliency.yaml": ("base.yaml", "saliency.yaml"),
     "multi_gpu_train.yaml": ("multi_gpu_train.yaml",),
 }
 
 # (workflow type, config files on top of common.yaml) checked by check_properties
-WORKFLOWS = {"train": ["train.yaml"], "inference": ["inference.yaml"], "evaluate": ["evaluate.yaml"]}
+WORKFLOWS = {"train": ["train.yaml"], "inference": ["inference.yaml"], "evaluate": ["evaluate.yaml"],
+             "saliency": ["saliency.yaml"]}
 
 
 def config_files(bundle_dir: str | os.PathLike, *names: str) -> list[str]:

@@ -295,7 +295,8 @@ def _windows(size: Sequence[int], window, stride) -> tuple[list[int], list[int]]
 
 
 def _occlusion(model, x, targets, window, stride, chunk: int, baseline: str):
-    """Drop of the target logit when a window is replaced by the baseline, averaged over windows covering a pixel."""
+    """Drop of the target logit when a window is replaced by the baseline, averaged over the windows covering a
+    pixel; negative averages (occlusion raised the score) become 0."""
     with torch.no_grad():
         logits = model(x)
         idx = resolve_targets(model, targets, logits)
@@ -336,7 +337,8 @@ def _occlusion(model, x, targets, window, stride, chunk: int, baseline: str):
                 sl = tuple(slice(c, c + w) for c, w in zip(corner, window))
                 total[(slice(None), slice(None)) + sl] += drop[k].view(b, n_t, *[1] * len(size)).float()
                 count[(0, 0) + sl] += 1
-        return total / count.clamp_min(1), logits, idx
+        # positive evidence only (like Grad-CAM's ReLU): windows whose removal raises the score count as 0
+        return (total / count.clamp_min(1)).clamp_min(0.0), logits, idx
 
 
 def _rollout(model, x, targets, discard_ratio: float, head_fusion: str):

@@ -269,3 +269,21 @@ def distributed(network: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     device = torch.device(device)
     ids = [device] if device.type == "cuda" else None
     return DistributedDataParallel(network, device_ids=ids)
+
+
+_SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation", "validation": "validation",
+                  "test": "test"}
+
+
+def saliency_items(source=None, split: str = "test", data_args: dict | None = None, spatial_dims: int = 2) -> list[dict]:
+    """Items ``{"image", "id"}`` for the saliency workflow: ``source`` as in :func:`inference_items`, or, when it
+    is ``None``, the ``split`` (``train``/``val``/``test``) of the bundle's data."""
+    if source is not None and str(source) != "":
+        return inference_items(source, data_args=data_args, spatial_dims=spatial_dims)
+    key = _SPLIT_ALIASES.get(str(split).lower())
+    if key is None:
+        raise ValueError(f"saliency_split must be train, val or test, got {split!r}")
+    if not data_args:
+        raise ValueError("the saliency workflow needs an input: set 'input' to an image, a folder or a datalist")
+    data = prepare_data(**dict(data_args))
+    return [{"image": it["image"], "id": it["id"]} for it in data.splits[key]]

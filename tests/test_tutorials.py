@@ -37,3 +37,17 @@ def test_tutorial_02_your_own_3d_dataset(real_data, tmp_path):
     assert [r["id"] for r in rows] == ["mr_t1_mprage_series"]  # the 176 slices are one study
     assert 0.0 <= float(rows[0]["prob_sex_male"]) <= 1.0
     assert "series read as (1, 256, 256, 176); network input (1, 64, 64, 48) in RAS orientation" in res.stdout
+
+
+def test_tutorial_03_saliency(tmp_path):
+    res = subprocess.run([sys.executable, str(TUTORIALS / "03_saliency.py"), "--tiny", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    for dims, kinds in ((2, {".png", ".npy"}), (3, {".png", ".gz"})):
+        rows = list(csv.DictReader(open(tmp_path / f"{dims}d" / "sal" / "saliency" / "index.csv")))
+        assert len(rows) >= 6  # negatives explained too: at least one map per image
+        files = {p.suffix for p in (tmp_path / f"{dims}d" / "sal" / "saliency").iterdir()}
+        assert files >= kinds | {".csv"}
+    assert "same affine: True" in res.stdout
+    assert "pointing game 2D" in res.stdout and "pointing game 3D" in res.stdout
+    assert "python -m monai.bundle run" in res.stdout

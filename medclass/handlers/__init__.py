@@ -7,6 +7,7 @@ from medclass.handlers.evaluation import EvaluationWriter, OperatingPointSelecto
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
+from medclass.handlers.saliency import SaliencyHandler
 
 __all__ = [
     "CheckpointManager",
@@ -19,5 +20,6 @@ __all__ = [
     "MeanAccuracy",
     "PredictionWriter",
     "ProgressBar",
+    "SaliencyHandler",
     "WeightAveraging",
 ]

@@ -48,7 +48,7 @@ def workflow(bundle: Path, kind: str, tmp: Path, **overrides):
     return wf
 
 
-@pytest.mark.parametrize("kind", ["train", "inference", "evaluate"])
+@pytest.mark.parametrize("kind", ["train", "inference", "evaluate", "saliency"])
 def test_no_missing_properties(bundle, kind, tmp_path):
     assert bt.check_properties(bundle, kind, dataset_dir=str(tmp_path / "data"), **TINY[bundle.name]) == []
 
@@ -209,6 +209,38 @@ def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
             matched += 1
             assert float(r[f"prob_{first}"]) == pytest.approx(float(eval_rows[r["id"]][f"prob_{first}"]), abs=1e-2)
     assert matched == len(eval_rows)
+
+
+def test_saliency_workflow_and_evaluate_option_write_maps(bundle, trained, tmp_path):
+    import nibabel as nib
+
+    tmp, _ = trained
+    dims = 3 if bundle.name == "volume_classification" else 2
+    size = tuple(TINY[bundle.name]["image_size"])
+    wf = workflow(bundle, "saliency", tmp, output_dir=str(tmp_path / "sal"), log_dir=str(tmp_path / "runs"),
+                  saliency_negatives=True, saliency_max_targets=1, saliency_max_images=3, saliency_split="val")
+    wf.run()
+    out = tmp_path / "sal" / "saliency"
+    rows = list(csv.DictReader(open(out / "index.csv")))
+    val = {it["id"]: it["image"] for it in wf.parser.get_parsed_content("data").splits["validation"]}
+    assert len(rows) == 3 and {r["id"] for r in rows} <= set(val)  # negatives explained: one map per image
+    for r in rows:
+        assert r["label"] in LABELS[bundle.name] and (out / r["png"]).exists()
+        if dims == 2:
+            assert r["map"].endswith(".npy") and np.load(out / r["map"]).shape == size
+        else:
+            img, src = nib.load(str(out / r["map"])), nib.load(val[r["id"]])  # tiny phantoms: size == image_size
+            assert img.shape == src.shape == size and np.allclose(img.affine, src.affine, atol=1e-4)
+    assert any((tmp_path / "runs" / "saliency").iterdir())  # TensorBoard images
+
+    # evaluate: off by default, one flag switches the handler on ("false" from the command line stays off)
+    wf = workflow(bundle, "evaluate", tmp, output_dir=str(tmp_path / "ev"), saliency="false")
+    wf.run()
+    assert not (tmp_path / "ev" / "saliency").exists()
+    wf = workflow(bundle, "evaluate", tmp, output_dir=str(tmp_path / "ev2"), saliency=True,
+                  saliency_method="gradcam++")
+    wf.run()
+    assert (tmp_path / "ev2" / "saliency" / "index.csv").exists() and (tmp_path / "ev2" / "metrics.json").exists()
 
 
 def test_inference_refuses_a_model_for_other_labels(bundle, trained, tmp_path):

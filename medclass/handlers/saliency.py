@@ -1,0 +1,411 @@
+"""Write saliency maps for every evaluated batch: PNG overlays and ``.npy`` maps (2D), NIfTI maps and PNG
+montages (3D), TensorBoard images.
+
+The maps are computed by :func:`medclass.saliency.saliency_maps` on the tensor the model sees, i.e. after the
+bundle's preprocessing (windowing, re-orientation, resampling to ``image_size``). They are therefore in the
+*preprocessed image's space*: a 2D ``.npy`` map has the shape of the network input, in display order (rows,
+columns); a 3D NIfTI map carries the affine of the preprocessed tensor (its MetaTensor ``affine``), so a viewer
+that honours affines (ITK-SNAP, 3D Slicer, FSLeyes) overlays it on the original file at the right place in
+world coordinates, even though the voxel grid differs when the preset resamples. With ``size_mode: crop_pad``
+and no ``spacing``, the grid is the file's own up to the crop/pad.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from medclass.saliency import METHODS, saliency_maps
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SaliencyHandler", "default_targets", "overlay_rgb", "safe_name", "most_salient_slices"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, max_len: int = 100) -> str:
+    """A file-name-safe version of an image id or label (other characters become ``_``)."""
+    s = _SAFE.sub("_", str(text)).strip("._") or "item"
+    return s[:max_len]
+
+
+def default_targets(
+    probs: np.ndarray, thresholds: np.ndarray, task: str = "multilabel", max_targets: int = 3, negatives: bool = False
+) -> list[list[int]]:
+    """The labels to explain for each image.
+
+    Args:
+        probs: probabilities ``(B, L)``.
+        thresholds: decision thresholds ``(L,)`` (multi-label).
+        task: ``multilabel`` / ``binary``: every label with ``prob >= threshold``, most probable first;
+            ``multiclass``: the arg-max class.
+        max_targets: at most this many labels per image (>= 1).
+        negatives: for an image with no positive label, explain the most probable label anyway (else none).
+
+    Returns:
+        One list of label indices per image (possibly empty).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be (B, L), got shape {probs.shape}")
+    cap = max(1, int(max_targets))
+    out: list[list[int]] = []
+    for row in probs:
+        if task == "multiclass":
+            out.append([int(np.argmax(row))])
+            continue
+        pos = [int(i) for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
+        if not pos and negatives:
+            pos = [int(np.argmax(row))]
+        out.append(pos[:cap])
+    return out
+
+
+def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """RGB ``(H, W, 3)`` uint8 blend of a grey image and a ``[0, 1]`` heat map (high = important)."""
+    from matplotlib import colormaps
+
+    img = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(img, [0.5, 99.5]) if img.size else (0.0, 1.0)
+    img = np.clip((img - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(img)
+    col = colormaps[cmap](np.clip(heat, 0, 1))[..., :3]
+    a = alpha * np.clip(heat, 0, 1)[..., None] ** 0.5
+    rgb = (1 - a) * img[..., None] + a * col
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def most_salient_slices(heat: np.ndarray, n: int, axis: int = -1) -> list[int]:
+    """Indices (ascending) of the ``n`` slices along ``axis`` of a 3D map holding the most saliency."""
+    axis = axis % heat.ndim
+    sums = heat.sum(axis=tuple(a for a in range(heat.ndim) if a != axis))
+    k = min(int(n), heat.shape[axis])
+    return sorted(int(i) for i in np.argsort(-sums, kind="stable")[:k])
+
+
+def _display(img2d: np.ndarray) -> np.ndarray:
+    """Grey image for display, robustly scaled to [0, 1]."""
+    lo, hi = np.percentile(img2d, [0.5, 99.5])
+    return np.clip((img2d - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(img2d)
+
+
+class SaliencyHandler:
+    """Computes saliency maps for each evaluator batch and writes them under ``<output_dir>/saliency/``.
+
+    Files per image and explained label (``<id>`` is the datalist's image id, never a patient id; items
+    without one are numbered ``item_000000`` ...):
+
+    * 2D: ``<id>_<label>.png`` (image, heat map, label name and probability in the title, colour bar) and
+      ``<id>_<label>.npy`` (the map ``(H, W)`` float32 in [0, 1], shape of the network input);
+    * 3D: ``<id>_<label>.nii.gz`` (the map ``(X, Y, Z)`` with the affine of the preprocessed input) and
+      ``<id>_<label>.png`` (montage of the ``montage_slices`` slices along the last axis holding the most
+      saliency);
+    * ``index.csv``: one row per map (id, label, probability, method, file names);
+    * TensorBoard (with ``summary_writer``): the first ``tb_images`` overlays of each run as images
+      ``saliency/<id>/<label>``.
+
+    Args:
+        output_dir: base folder; files go to ``output_dir/subdir``.
+        network: the model (its ``thresholds`` buffer and ``label_names`` are read when the run starts, i.e.
+            after checkpoint loading).
+        method: a method of :data:`medclass.saliency.METHODS`.
+        label_names: label order (default: the network's).
+        task: ``multilabel`` / ``binary`` / ``multiclass``: how default targets are picked.
+        targets: label names to explain for every image instead of the default (predicted positives).
+        max_targets: cap on labels explained per image.
+        negatives: for images with no positive prediction, explain the most probable label anyway.
+        thresholds: decision thresholds overriding the network's.
+        target_layer: Grad-CAM layer name (default: the network's).
+        method_kwargs: extra options of the method (e.g. ``{"window": 16}`` for occlusion).
+        image_key / id_key: batch keys of the image and of the image id.
+        subdir: sub-folder of ``output_dir``.
+        montage_slices: slices in a 3D montage.
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (or ``None``).
+        log_dir: TensorBoard folder for a writer the handler opens when the run starts (if no
+            ``summary_writer``) and closes when it completes; ``None``: no TensorBoard images.
+        tb_images: overlays logged to TensorBoard per run.
+        max_images: stop writing after this many images (``None``: all).
+        write_png / write_npy: switch file kinds off (the 3D NIfTI map is always written).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        network: torch.nn.Module,
+        method: str = "gradcam",
+        label_names: Sequence[str] | None = None,
+        task: str = "multilabel",
+        targets: Sequence[str] | None = None,
+        max_targets: int = 3,
+        negatives: bool = False,
+        thresholds: float | Sequence[float] | None = None,
+        target_layer: str | None = None,
+        method_kwargs: dict[str, Any] | None = None,
+        image_key: str = "image",
+        id_key: str = "id",
+        subdir: str = "saliency",
+        montage_slices: int = 8,
+        summary_writer: Any = None,
+        log_dir: str | os.PathLike | None = None,
+        tb_images: int = 8,
+        max_images: int | None = None,
+        write_png: bool = True,
+        write_npy: bool = True,
+    ) -> None:
+        m = str(method).lower()
+        if m not in METHODS and m not in ("gradcampp",):
+            raise ValueError(f"unknown saliency method {method!r}; choose one of {list(METHODS)}")
+        if task not in ("multilabel", "binary", "multiclass"):
+            raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
+        if isinstance(targets, str):
+            targets = [targets]
+        self.output_dir = Path(output_dir) / subdir
+        self.network = network
+        self.method = m
+        self.label_names = [str(n) for n in label_names] if label_names is not None else None
+        self.task = task
+        self.targets = list(targets) if targets else None
+        self.max_targets = int(max_targets)
+        if self.max_targets < 1:
+            raise ValueError(f"max_targets must be >= 1, got {max_targets}")
+        self.negatives = bool(negatives)
+        self.explicit_thresholds = thresholds
+        self.target_layer = target_layer
+        self.method_kwargs = dict(method_kwargs or {})
+        self.image_key = image_key
+        self.id_key = id_key
+        self.montage_slices = int(montage_slices)
+        self.summary_writer = summary_writer
+        self.log_dir = None if log_dir in (None, "") else str(log_dir)
+        self._own_writer = False
+        self.tb_images = int(tb_images)
+        self.max_images = None if max_images is None else int(max_images)
+        self.write_png = bool(write_png)
+        self.write_npy = bool(write_npy)
+        self.thresholds = None
+        self.written: list[dict[str, Any]] = []
+        self._seen = 0
+        self._tb_logged = 0
+        self._index = None
+
+    # ------------------------------------------------------------------ ignite
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.COMPLETED, self._complete)
+
+    def _start(self, engine: Engine) -> None:
+        names = list(getattr(self.network, "label_names", None) or [])
+        if self.label_names is None:
+            self.label_names = names
+        elif names and names != self.label_names:
+            raise ValueError(f"the loaded model was trained for labels {names}, but the config names {self.label_names}")
+        n = len(self.label_names)
+        if self.explicit_thresholds is not None:
+            t = np.broadcast_to(np.asarray(self.explicit_thresholds, dtype=np.float64), (n,)).copy()
+        elif hasattr(self.network, "thresholds"):
+            t = np.asarray(self.network.thresholds.detach().cpu(), dtype=np.float64)
+        else:
+            t = np.full(n, 0.5)
+        self.thresholds = t
+        if self.targets:
+            unknown = [x for x in self.targets if x not in self.label_names]
+            if unknown:
+                raise ValueError(f"saliency targets {unknown} are not labels of the model {self.label_names}")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.written, self._seen, self._tb_logged = [], 0, 0
+        self._index = open(self.output_dir / "index.csv", "w")
+        self._index.write("id,label,probability,method,map,png\n")
+        if self.summary_writer is None and self.log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.summary_writer = SummaryWriter(log_dir=self.log_dir)
+            self._own_writer = True
+
+    def _complete(self, engine: Engine) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        if self._own_writer and self.summary_writer is not None:
+            self.summary_writer.close()
+            self.summary_writer, self._own_writer = None, False
+        logger.info("%d saliency maps (%s) written to %s", len(self.written), self.method, self.output_dir)
+
+    # ------------------------------------------------------------------ per batch
+    def _probs(self, engine: Engine, images: torch.Tensor) -> np.ndarray:
+        out = engine.state.output
+        preds = None
+        if isinstance(out, dict) and "pred" in out:
+            preds = out["pred"]
+        elif isinstance(out, (list, tuple)) and out and isinstance(out[0], dict) and "pred" in out[0]:
+            preds = [o["pred"] for o in out]
+        if preds is not None:
+            p = np.stack([np.asarray(torch.as_tensor(v).detach().float().cpu()).reshape(-1) for v in preds])
+            if p.shape == (images.shape[0], len(self.label_names)):
+                return p
+        with torch.no_grad():  # no usable output: compute the probabilities
+            logits = self.network(torch.as_tensor(images).float())
+        act = torch.softmax if self.task == "multiclass" else lambda x, dim: torch.sigmoid(x)
+        return act(logits.float(), dim=1).cpu().numpy()
+
+    def _ids(self, ids: list, n: int) -> list[str]:
+        if len(ids) != n or any(i is None or str(i) == "" for i in ids):
+            return [f"item_{self._seen + k:06d}" for k in range(n)]
+        return [safe_name(i) for i in ids]
+
+    def _unpack(self, batch: Any) -> tuple[torch.Tensor, list, list[np.ndarray | None]]:
+        """Images ``(B, C, *spatial)``, ids and per-image affines from a collated dict or a decollated list."""
+        if isinstance(batch, dict) and self.image_key in batch:
+            images = batch[self.image_key]
+            ids = list(batch.get(self.id_key, []))
+            return images, ids, self._affines(images, images.shape[0])
+        if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) for b in batch):
+            if any(self.image_key not in b for b in batch):
+                raise ValueError(f"SaliencyHandler needs batch items with the key {self.image_key!r}")
+            imgs = [b[self.image_key] for b in batch]
+            images = torch.stack([torch.as_tensor(i) for i in imgs])
+            affines = [self._affines(i, 1)[0] for i in imgs]
+            return images, [b.get(self.id_key) for b in batch], affines
+        raise ValueError(f"SaliencyHandler needs batches as dicts (or lists of dicts) with the key {self.image_key!r}")
+
+    def _iteration(self, engine: Engine) -> None:
+        if self.max_images is not None and self._seen >= self.max_images:
+            return
+        images, raw_ids, affines = self._unpack(engine.state.batch)
+        if self.max_images is not None:
+            keep = self.max_images - self._seen
+            images, raw_ids, affines = images[:keep], raw_ids[:keep], affines[:keep]
+        b = images.shape[0]
+        probs = self._probs(engine, images)[:b]
+        ids = self._ids(raw_ids, b)
+        if self.targets:
+            idx = [[self.label_names.index(t) for t in self.targets]] * b
+        else:
+            idx = default_targets(probs, self.thresholds, self.task, self.max_targets, self.negatives)
+        t_max = max((len(i) for i in idx), default=0)
+        if t_max:
+            padded = torch.tensor([i + [i[0] if i else 0] * (t_max - len(i)) for i in idx], dtype=torch.long)
+            device = next(self.network.parameters()).device
+            maps = saliency_maps(
+                self.network,
+                torch.as_tensor(images).to(device),
+                targets=padded,
+                method=self.method,
+                target_layer=self.target_layer,
+                **self.method_kwargs,
+            ).numpy()
+            img_np = torch.as_tensor(images).detach().float().cpu().numpy()
+            for k in range(b):
+                for j, li in enumerate(idx[k]):
+                    self._write(engine, ids[k], self.label_names[li], float(probs[k, li]), img_np[k], maps[k, j],
+                                affines[k])
+        self._seen += b
+
+    @staticmethod
+    def _affines(images: Any, b: int) -> list[np.ndarray | None]:
+        aff = getattr(images, "affine", None)
+        if aff is None:
+            meta = getattr(images, "meta", None) or {}
+            aff = meta.get("affine")
+        if aff is None:
+            return [None] * b
+        a = np.asarray(torch.as_tensor(aff).detach().cpu(), dtype=np.float64)
+        if a.ndim == 2:
+            a = np.broadcast_to(a, (b, *a.shape))
+        return [a[k] for k in range(b)] if a.shape[0] >= b else [None] * b
+
+    def _write(self, engine, image_id, label, prob, image, heat, affine) -> None:
+        stem = f"{image_id}_{safe_name(label)}"
+        title = f"{label}  p={prob:.2f}  ({self.method})"
+        map_file, png_file = "", ""
+        if heat.ndim == 2:
+            if self.write_npy:
+                map_file = stem + ".npy"
+                np.save(self.output_dir / map_file, heat.astype(np.float32))
+            if self.write_png:
+                png_file = stem + ".png"
+                self._png_2d(self.output_dir / png_file, image.mean(axis=0), heat, title)
+            tb_rgb = overlay_rgb(image.mean(axis=0), heat)
+        else:
+            import nibabel as nib
+
+            map_file = stem + ".nii.gz"
+            aff = affine if affine is not None else np.eye(4)
+            if affine is None:
+                logger.warning("no affine for %s: NIfTI map written with an identity affine", image_id)
+            img = nib.Nifti1Image(heat.astype(np.float32), aff)
+            img.header.set_xyzt_units("mm")
+            nib.save(img, str(self.output_dir / map_file))
+            vol = image.mean(axis=0)
+            slices = most_salient_slices(heat, self.montage_slices)
+            if self.write_png:
+                png_file = stem + ".png"
+                self._png_montage(self.output_dir / png_file, vol, heat, slices, title)
+            z = slices[int(np.argmax([heat[..., s].sum() for s in slices]))] if slices else heat.shape[-1] // 2
+            tb_rgb = overlay_rgb(vol[..., z].T[::-1], heat[..., z].T[::-1])
+        if self.summary_writer is not None and self._tb_logged < self.tb_images:
+            self.summary_writer.add_image(
+                f"saliency/{image_id}/{safe_name(label)}", tb_rgb, engine.state.epoch, dataformats="HWC"
+            )
+            self._tb_logged += 1
+        if self._index is not None:
+            self._index.write(f"{image_id},{label},{prob:.6f},{self.method},{map_file},{png_file}\n")
+            self._index.flush()
+        self.written.append({"id": image_id, "label": label, "probability": prob, "map": map_file, "png": png_file})
+
+    @staticmethod
+    def _png_2d(path: Path, image: np.ndarray, heat: np.ndarray, title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        h, w = image.shape
+        fig, ax = plt.subplots(figsize=(4.2, 4.2 * h / w + 0.4), dpi=100)
+        ax.imshow(_display(image), cmap="gray", interpolation="nearest")
+        im = ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1, interpolation="bilinear")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label("saliency (1 = most important)", fontsize=7)
+        cb.ax.tick_params(labelsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+    @staticmethod
+    def _png_montage(path: Path, vol: np.ndarray, heat: np.ndarray, slices: list[int], title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        n = max(1, len(slices))
+        cols = min(4, n)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols + 0.8, 2.4 * rows + 0.5), dpi=100, squeeze=False)
+        disp = _display(vol)
+        im = None
+        for a in axes.flat:
+            a.axis("off")
+        for a, s in zip(axes.flat, slices):
+            # axes 0/1 of the (X, Y, Z) volume shown as columns/rows, Y up (RAS: anterior up, patient left right)
+            a.imshow(disp[..., s].T, cmap="gray", origin="lower", interpolation="nearest")
+            im = a.imshow(heat[..., s].T, cmap="jet", alpha=0.4, vmin=0, vmax=1, origin="lower")
+            a.set_title(f"slice {s}", fontsize=8)
+        fig.suptitle(title, fontsize=9)
+        if im is not None:
+            cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+            cb.set_label("saliency", fontsize=7)
+            cb.ax.tick_params(labelsize=7)
+        fig.savefig(path)
+        plt.close(fig)
