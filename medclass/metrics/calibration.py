@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from medclass.metrics.classification import known_pairs
+
 
 def _bin_ids(probs: np.ndarray, n_bins: int) -> np.ndarray:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -32,13 +34,13 @@ def reliability(labels, probs, n_bins: int = 10) -> dict[str, Any]:
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     n_bins = int(n_bins)
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    p = np.asarray(probs, dtype=np.float64).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"labels and probabilities differ in length: {y.shape} vs {p.shape}")
-    keep = ~np.isnan(y)
-    y, p = y[keep], p[keep]
-    if p.size and (p.min() < 0 or p.max() > 1 or not np.all(np.isfinite(p))):
+    try:
+        y, p = known_pairs(labels, probs, what="probabilities")
+    except ValueError as exc:
+        if "NaN or Inf" in str(exc):
+            raise ValueError("probabilities must lie in [0, 1]") from exc
+        raise
+    if p.size and (p.min() < 0 or p.max() > 1):
         raise ValueError("probabilities must lie in [0, 1]")
     ids = _bin_ids(p, n_bins)
     count = np.bincount(ids, minlength=n_bins)

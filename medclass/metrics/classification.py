@@ -22,6 +22,26 @@ def _as_2d(x, name: str) -> np.ndarray:
     return arr
 
 
+def known_pairs(labels, scores, what: str = "scores", check_labels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened float64 ``(labels, scores)`` of one label with the unknown (NaN) labels dropped.
+
+    Raises ValueError when the lengths differ, a score is NaN/Inf, or (``check_labels``) a label is not 1/0/NaN.
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels and {what} differ in length: {y.shape} vs {s.shape}")
+    keep = ~np.isnan(y)
+    y, s = y[keep], s[keep]
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{what} hold NaN or Inf values")
+    if check_labels:
+        bad = ~np.isin(y, (0.0, 1.0))
+        if bad.any():
+            raise ValueError(f"labels must be 1, 0 or NaN, got {np.unique(y[bad])[:5].tolist()}")
+    return y, s
+
+
 def binary_auc(labels, scores) -> float:
     """Area under the ROC curve for one label (Mann-Whitney U with mid-ranks for ties).
 
@@ -32,14 +52,7 @@ def binary_auc(labels, scores) -> float:
     Returns:
         The AUC in [0, 1], or ``nan`` when the known labels hold no positive or no negative.
     """
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
-    known = ~np.isnan(y)
-    y, s = y[known], s[known]
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores hold NaN or Inf values")
+    y, s = known_pairs(labels, scores)
     n_pos = int((y == 1).sum())
     n_neg = int((y == 0).sum())
     if n_pos == 0 or n_neg == 0:

@@ -13,23 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from medclass.metrics.classification import known_pairs
+
 #: threshold methods :func:`choose_threshold` understands
 METHODS = ("youden", "sensitivity", "specificity", "fixed")
 
 
 def _known(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
-    keep = ~np.isnan(y)
-    y, s = y[keep], s[keep]
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores hold NaN or Inf values")
-    bad = ~np.isin(y, (0.0, 1.0))
-    if bad.any():
-        raise ValueError(f"labels must be 1, 0 or NaN, got {np.unique(y[bad])[:5].tolist()}")
-    return y, s
+    return known_pairs(labels, scores, check_labels=True)
 
 
 def _cumulative(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -241,6 +241,12 @@ def test_saliency_workflow_and_evaluate_option_write_maps(bundle, trained, tmp_p
                   saliency_method="gradcam++")
     wf.run()
     assert (tmp_path / "ev2" / "saliency" / "index.csv").exists() and (tmp_path / "ev2" / "metrics.json").exists()
+    # the report (written after the saliency handler) shows the maps of this evaluation in its gallery
+    assert "No saliency maps" in (tmp_path / "ev" / "report.html").read_text()
+    page = (tmp_path / "ev2" / "report.html").read_text()
+    pngs = sorted(p.relative_to(tmp_path / "ev2").as_posix() for p in (tmp_path / "ev2" / "saliency").rglob("*.png"))
+    if pngs:
+        assert "No saliency maps" not in page and f"<figcaption>{pngs[0]}</figcaption>" in page
 
 
 def test_inference_refuses_a_model_for_other_labels(bundle, trained, tmp_path):
