@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from medclass import data_root  # noqa: E402
 from medclass.data import CXR14_LABELS  # noqa: E402
-
-
-def bundle(workflow: str, overrides: dict, work: Path) -> None:
-    """Run one bundle workflow exactly as a user would on the command line."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run",
-           "--config_file", f"['configs/common.yaml','configs/{workflow}.yaml']",
-           "--logging_file", "configs/logging.conf", "--bundle_root", str(BUNDLE)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    print(f"\n$ cd {BUNDLE} && python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=BUNDLE, check=True)
+from _bundle_cli import run_bundle  # noqa: E402  (tutorials/_bundle_cli.py)
 
 
 def main(argv=None) -> Path:
@@ -94,7 +83,7 @@ def main(argv=None) -> Path:
         common.update({"width": 8})
     train = {**common, "log_dir": str(work / "runs"), "max_epochs": 1 if args.tiny else 20,
              "batch_size": 32, "progress_bar": False}
-    bundle("train", train, work)
+    run_bundle(BUNDLE, "train", train)
 
     # ---------------------------------------------------------------------------------------------
     # Step 4. Evaluate the best checkpoint. The validation split first chooses each finding's decision threshold
@@ -105,7 +94,7 @@ def main(argv=None) -> Path:
     # eval/report.html, with results by sex, view and age band (columns of your CSV).
     evaluate = {**common, "operating_point": "youden", "bootstrap_samples": 200 if args.tiny else 1000,
                 "subgroups": ["Patient Gender", "View Position", {"column": "Patient Age", "bins": [0, 40, 60, 80]}]}
-    bundle("evaluate", evaluate, work)
+    run_bundle(BUNDLE, "evaluate", evaluate)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     lo, hi = metrics["mean_auc_ci"]
     print(f"\nStep 4: test mean AUC {metrics['mean_auc']:.3f} [95% CI {lo:.3f}, {hi:.3f}] over {metrics['n']} images")
@@ -124,7 +113,7 @@ def main(argv=None) -> Path:
     # MONOCHROME1 and JPEG 2000 are handled). Here: a real 1024x1024 ChestX-ray14 DICOM.
     dicom_dir = root / "dicom" / "chest_xray"
     infer = {**common, "input": str(dicom_dir), "output_dir": str(work / "predictions")}
-    bundle("inference", infer, work)
+    run_bundle(BUNDLE, "inference", infer)
     print("\nStep 5: predictions for", dicom_dir)
     print((work / "predictions" / "predictions.csv").read_text().splitlines()[0][:120], "...")
     print(f"\nEverything is in {work}")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,17 +25,7 @@ BUNDLE = ROOT / "bundles" / "volume_classification"
 sys.path.insert(0, str(ROOT))
 
 from medclass import data_root  # noqa: E402
-
-
-def bundle(workflow: str, overrides: dict) -> None:
-    """Run one bundle workflow exactly as a user would on the command line."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run",
-           "--config_file", f"['configs/common.yaml','configs/{workflow}.yaml']",
-           "--logging_file", "configs/logging.conf", "--bundle_root", str(BUNDLE)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    print(f"\n$ cd {BUNDLE} && python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=BUNDLE, check=True)
+from _bundle_cli import run_bundle  # noqa: E402  (tutorials/_bundle_cli.py)
 
 
 def main(argv=None) -> Path:
@@ -78,13 +66,13 @@ def main(argv=None) -> Path:
         "width": 8 if args.tiny else 16,
         "batch_size": 2,
     }
-    bundle("train", {**common, "log_dir": str(work / "runs"), "max_epochs": 1 if args.tiny else 8,
+    run_bundle(BUNDLE, "train", {**common, "log_dir": str(work / "runs"), "max_epochs": 1 if args.tiny else 8,
                      "progress_bar": False})
 
     # ---------------------------------------------------------------------------------------------
     # Step 3. Evaluate on the test split: eval/metrics.json and eval/predictions.csv (with labels). With two
     # test studies of one sex the AUC is reported as undefined, not 0.5: that is a pipeline check, not a result.
-    bundle("evaluate", common)
+    run_bundle(BUNDLE, "evaluate", common)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     print(f"\nStep 3: {metrics['n']} test studies, per-label {metrics['per_label']}")
 
@@ -92,7 +80,7 @@ def main(argv=None) -> Path:
     # Step 4. Predict on a DICOM series: give the folder of slices. It is read as one study (slices sorted by
     # position, checked for gaps and duplicates), reoriented to RAS and resized like the training volumes.
     series = root / "dicom" / "mr_t1_mprage_series"
-    bundle("inference", {**common, "input": str(series), "output_dir": str(work / "predictions")})
+    run_bundle(BUNDLE, "inference", {**common, "input": str(series), "output_dir": str(work / "predictions")})
     print("\nStep 4:", (work / "predictions" / "predictions.csv").read_text())
 
     # What the network saw for that series: the preset's output shape and orientation.

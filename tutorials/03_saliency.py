@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,17 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = {2: ROOT / "bundles" / "cxr_classification", 3: ROOT / "bundles" / "volume_classification"}
 sys.path.insert(0, str(ROOT))
 
+from _bundle_cli import run_bundle  # noqa: E402  (tutorials/_bundle_cli.py)
+
 
 def bundle(dims: int, workflow: str, overrides: dict) -> None:
-    """Run one bundle workflow exactly as a user would on the command line."""
-    root = BUNDLES[dims]
-    cmd = [sys.executable, "-m", "monai.bundle", "run",
-           "--config_file", f"['configs/common.yaml','configs/{workflow}.yaml']",
-           "--logging_file", "configs/logging.conf", "--bundle_root", str(root)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    print(f"\n$ cd {root} && python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL)
+    run_bundle(BUNDLES[dims], workflow, overrides, quiet=True)
 
 
 def pointing(dims: int, common: dict, work: Path, n: int) -> dict:

@@ -23,7 +23,6 @@ import csv
 import json
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,17 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "bundles" / "cxr_classification"
 sys.path.insert(0, str(ROOT))
 
+from _bundle_cli import run_bundle  # noqa: E402  (tutorials/_bundle_cli.py)
 from medclass import data_root  # noqa: E402
-
-
-def run_bundle(bundle: Path, workflow: str, overrides: dict) -> None:
-    """One bundle workflow exactly as on the command line."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run",
-           "--config_file", f"['configs/common.yaml','configs/{workflow}.yaml']", "--bundle_root", str(bundle)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    print(f"\n$ cd {bundle} && python " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=bundle, check=True)
 
 
 def main() -> int:
