@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from medclass.networks.weights import _MODEL_LEVEL_KEYS, _fmt, _unwrap_state_dict, read_state_dict
+from medclass.networks.weights import _MODEL_LEVEL_KEYS, _fmt, _state_and_source
 
 logger = logging.getLogger(__name__)
 
@@ -231,12 +231,7 @@ def inflate_2d_to_3d(
             ``strict``, missing/unexpected keys; ``mode="acs"`` for a model without ACS convolutions.
     """
     check_inflate_mode(mode)
-    if isinstance(state_dict_2d, Mapping):
-        source = "state dict"
-        state = _unwrap_state_dict(state_dict_2d, source)
-    else:
-        source = str(state_dict_2d)
-        state = read_state_dict(state_dict_2d)
+    source, state = _state_and_source(state_dict_2d)
 
     if model_3d is None:
         if mode != "acs" and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):

@@ -47,6 +47,14 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
+def _state_and_source(checkpoint) -> tuple[str, dict]:
+    """``(name for messages, state dict)`` of a checkpoint path (read with :func:`read_state_dict`) or a loaded
+    state dict (unwrapped from ``{"state_dict": ...}``-style containers)."""
+    if isinstance(checkpoint, Mapping):
+        return "state dict", _unwrap_state_dict(checkpoint, "state dict")
+    return str(checkpoint), read_state_dict(checkpoint)
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a state dict from a checkpoint file (safely: ``weights_only=True``, on CPU).
 
@@ -204,12 +212,7 @@ def load_weights(
         ValueError: not a checkpoint, or (strict) keys/shapes do not match (a 2D checkpoint without ``inflate``
             included); the message names the file and lists up to 10 missing, unexpected and mis-shaped keys each.
     """
-    if isinstance(path, Mapping):
-        source = "state dict"
-        state = _unwrap_state_dict(path, source)
-    else:
-        source = str(path)
-        state = read_state_dict(path)
+    source, state = _state_and_source(path)
     own = model.state_dict()
     target = "model"
     has_backbone = hasattr(model, "backbone") and isinstance(model.backbone, nn.Module)
