@@ -15,7 +15,6 @@ import math
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -281,12 +280,9 @@ def test_train_endpoint_retrains_from_datastore_labels(server):
 
     res = requests.post(f"{url}/train/cxr_classification", json={"max_epochs": 1}, timeout=60)
     assert res.status_code == 200, res.text
-    t0 = time.monotonic()
-    while True:
-        status = requests.get(f"{url}/train/", timeout=30).json()
-        if status["status"] not in ("SUBMITTED", "RUNNING") or time.monotonic() - t0 > 300:
-            break
-        time.sleep(1)
+    from medclass.label.launch import wait_for_training
+
+    status = wait_for_training(url, timeout=300, poll=1)
     details = "\n".join(status.get("details", []))
     assert status["status"] == "DONE", details + server["log"].read_text()[-3000:]
     assert "'training': " in details  # the summary names the split sizes (20 labelled images)

@@ -50,7 +50,8 @@ def main() -> int:
         print("MONAI Label is not installed: run  bash scripts/install_label.sh  first", file=sys.stderr)
         return 2
     from medclass.cli import main as medclass_cli
-    from medclass.label.launch import free_port, server_command, start_server, stop_server, wait_until_ready
+    from medclass.label.launch import (free_port, server_command, start_server, stop_server, wait_for_training,
+                                       wait_until_ready)
 
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="medclass-label-tutorial-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -134,11 +135,7 @@ def main() -> int:
               f"-d '{{\"max_epochs\": {epochs}}}'")
         requests.post(f"{url}/train/cxr_classification", json={"max_epochs": epochs}, timeout=60).raise_for_status()
         t0 = time.monotonic()
-        while True:
-            status = requests.get(f"{url}/train/", timeout=30).json()
-            if status["status"] not in ("SUBMITTED", "RUNNING") or time.monotonic() - t0 > 900:
-                break
-            time.sleep(2)
+        status = wait_for_training(url, timeout=900, poll=2)
         summary = next((line for line in status.get("details", []) if "retrained cxr_classification" in line), "")
         print(f"  training {status['status']} in {time.monotonic() - t0:.0f} s: {summary.split(' - ')[-1]}")
         if status["status"] != "DONE":

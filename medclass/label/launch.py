@@ -89,6 +89,18 @@ def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0, l
     raise RuntimeError(f"MONAI Label server at {url}: {state}\n{tail}")
 
 
+def wait_for_training(url: str, timeout: float = 300.0, poll: float = 1.0) -> dict:
+    """Poll ``GET <url>/train/`` until the training run is no longer SUBMITTED/RUNNING (or ``timeout`` seconds
+    pass); returns the last status (``status``, ``details``, ...)."""
+    t0 = time.monotonic()
+    while True:
+        with urllib.request.urlopen(f"{url}/train/", timeout=30) as res:
+            status = json.loads(res.read())
+        if status.get("status") not in ("SUBMITTED", "RUNNING") or time.monotonic() - t0 > timeout:
+            return status
+        time.sleep(poll)
+
+
 def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """Stop the server started by :func:`start_server` (by its process id), killing it if it does not exit."""
     if proc.poll() is None:
