@@ -16,6 +16,7 @@ import torch
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
+from torch.nn.parallel import DistributedDataParallel
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def _broadcast_buffers(network: torch.nn.Module) -> None:
     DDP broadcasts buffers at the start of each forward, so the ranks' statistics differ only by their own last
     forward; syncing after the step makes validation, weight averaging and the saved model identical on every rank.
     """
-    from torch.nn.parallel import DistributedDataParallel
-
     if not isinstance(network, DistributedDataParallel) or not network.broadcast_buffers:
         return
     if not torch.distributed.is_available() or not torch.distributed.is_initialized():

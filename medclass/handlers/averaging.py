@@ -48,9 +48,14 @@ class WeightAveraging:
         self.decay = 0.0
         self.shadow: dict[str, torch.Tensor] = {}
         self._raw: dict[str, torch.Tensor] | None = None
+        self._live: dict[str, torch.Tensor] | None = None
 
     def _floating_state(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in _unwrap(self.network).state_dict().items() if v.is_floating_point()}
+        """The network's floating-point state tensors (they share storage with the live parameters and buffers,
+        which the optimizer and ``load_state_dict`` update in place, so the mapping is built once per run)."""
+        if self._live is None:
+            self._live = {k: v for k, v in _unwrap(self.network).state_dict().items() if v.is_floating_point()}
+        return self._live
 
     def attach(self, trainer: Engine) -> None:
         if not self.enabled:
@@ -62,6 +67,7 @@ class WeightAveraging:
             self.evaluator.add_event_handler(Events.COMPLETED, self.swap_out)
 
     def _start(self, trainer: Engine) -> None:
+        self._live = None  # the trainer may have moved the network (device, memory format) since construction
         iterations = trainer.state.epoch_length or 1
         self.decay = 1.0 - 1.0 / max(1.0, self.window_epochs * iterations)
         if not self.shadow:  # a resumed run has its average already (load_state_dict)
