@@ -7,7 +7,8 @@
 1. Pointing game on the synthetic phantoms with planted findings and masks (the bundles' default data: 2D chest
    phantoms, 3D CT-like volumes). A model is trained by the bundle's train workflow for ``--phantom-epochs``; for
    every test image and every finding present in it, the map for that label "hits" when its maximum lies inside
-   the finding's mask (mask taken through the same preprocessing as the image). Share of hits per method.
+   the finding's mask (mask taken through the same preprocessing as the image). Share of hits per method, and
+   the energy-based pointing figure: the map's mass inside the mask over the mask's area (1 = a flat map).
 2. Deletion test on real data (PneumoniaMNIST 2D, AdrenalMNIST3D 3D; models trained by the bundle with
    benchmarks/quality.py's recipe, ``--epochs-real`` epochs, or given with ``--model-2d/--model-3d``): for test
    images predicted positive, the drop of the target probability when the 10% most salient pixels/voxels are
@@ -96,7 +97,8 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
         ph = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["phantoms"]
         over.update({"image_size": [size] * dims, "phantoms": {**ph, "size": size}})
     t0 = time.time()
-    if not (reuse and (work / f"models{dims}d" / "model.pt").exists()):
+    reused = reuse and (work / f"models{dims}d" / "model.pt").exists()
+    if not reused:
         run_workflow(bundle, "train", {**over, "max_epochs": epochs})
     train_s = time.time() - t0
     wf = load_workflow(bundle, over)
@@ -118,12 +120,13 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
         if len(cases) >= n_images:
             break
     cases = cases[:n_images]
-    out = {"n_maps": len(cases), "train_seconds": round(train_s, 1), "epochs": epochs,
+    out = {"n_maps": len(cases), "train_seconds": None if reused else round(train_s, 1),
+           "epochs": "reused model" if reused else epochs,
            "mask_area_mean": round(float(np.mean([c[2].mean() for c in cases])), 4) if cases else None}
     per_label = {}
     for method in METHODS:
         sel = cases if method not in ("occlusion", "smoothgrad") else cases[:n_slow]
-        hits = []
+        hits, energy = [], []
         for start in range(0, len(sel), 8):
             chunk = sel[start : start + 8]
             x = torch.stack([torch.as_tensor(c[0]).float() for c in chunk])
@@ -133,10 +136,16 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
                 peak = peak_position(mp)
                 hit = bool(c[2][peak])
                 hits.append(hit)
+                # energy-based pointing (Score-CAM, Wang et al. 2020): share of the map's mass inside the mask,
+                # over the mask's share of the image (1 = no better than a flat map)
+                total = float(mp.sum())
+                if total > 0:
+                    energy.append(float(mp[c[2]].sum()) / total / float(c[2].mean()))
                 if method == "gradcam":
                     per_label.setdefault(labels[c[1]], []).append(hit)
-        out[method] = {"hit_rate": round(float(np.mean(hits)), 3) if hits else None, "n": len(hits)}
-        print(f"  pointing {dims}D {method:<10} {out[method]['hit_rate']} (n={len(hits)})", flush=True)
+        out[method] = {"hit_rate": round(float(np.mean(hits)), 3) if hits else None, "n": len(hits),
+                       "energy_in_mask_over_area": round(float(np.mean(energy)), 2) if energy else None}
+        print(f"  pointing {dims}D {method:<10} {out[method]}", flush=True)
     out["gradcam_per_label"] = {k: round(float(np.mean(v)), 3) for k, v in per_label.items()}
     return out
 
