@@ -439,6 +439,10 @@ def build_classifier(
             from medclass.networks.acs import convert_to_acs
 
             convert_to_acs(model)
+        elif spatial_dims == 3:
+            from medclass.networks.safe_conv import make_small_3d_convs_safe
+
+            make_small_3d_convs_safe(model)
 
     logger.info(
         "built %s (%dD, %d->%d, image_size=%s, stem=%s, conv=%s): %.2fM parameters",
