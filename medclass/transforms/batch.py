@@ -9,8 +9,9 @@ collated batch ``(B, C, *spatial)``, with independent random parameters per samp
 * affine (``affine_prob``): rotation ``U(-rotate_deg, rotate_deg)`` (about every axis in 3D, composed as MONAI's
   ``create_rotate(..., rotate_order="XYZ")``), zoom ``1 + U(-zoom, zoom)`` per axis, translation
   ``U(-translate, translate) x size`` voxels per axis, composed as MONAI ``Affine`` (rotate @ translate @ scale
-  about the image centre, output-to-input), bilinear, ``padding_mode`` zeros / border / reflection. One
-  :func:`torch.nn.functional.affine_grid` + :func:`~torch.nn.functional.grid_sample` for the selected samples;
+  about the image centre, output-to-input), bilinear, ``padding_mode`` zeros / border / reflection. One sampling
+  grid (:func:`affine_grid`, = ``torch.nn.functional.affine_grid``) and one
+  :func:`~torch.nn.functional.grid_sample` for all the selected samples;
 * gamma contrast (``contrast_prob``, ``contrast_gamma``) as MONAI ``AdjustContrast``: each sample normalised by
   its own minimum and range, raised to ``gamma``, mapped back;
 * intensity scale ``x * (1 + U(-s, s))`` then shift ``x + U(-s, s)`` (``intensity_prob`` each).
@@ -48,7 +49,7 @@ from medclass.transforms.presets import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AugmentParams", "BatchAugment", "build_batch_augment", "rotation_matrix"]
+__all__ = ["AugmentParams", "BatchAugment", "affine_grid", "build_batch_augment", "rotation_matrix"]
 
 _EPS = 1e-7  # MONAI AdjustContrast's epsilon, in the units before normalisation
 
@@ -148,8 +149,9 @@ class BatchAugment:
             ``None``: this process's ``torch.distributed`` rank (0 when not distributed), read at the first call.
 
     Call it on a floating-point tensor ``(B, C, *spatial)`` (a :class:`monai.data.MetaTensor` is used as a plain
-    tensor); it returns a new tensor of the same shape, dtype and device, and never changes its input. The random
-    parameters are drawn on the CPU, so a seed gives the same augmentation on every device.
+    tensor); it returns a plain tensor of the same shape, dtype and device, and never changes its input (which it
+    returns as is when no step is enabled). The random parameters are drawn on the CPU, so a seed gives the same
+    augmentation on every device.
     """
 
     def __init__(
@@ -269,7 +271,7 @@ class BatchAugment:
 
     # --------------------------------------------------------------------------------------------------- apply
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Augment a batch ``(B, C, *spatial)``; returns a new tensor (or ``images`` itself when disabled)."""
+        """Augment a batch ``(B, C, *spatial)`` with newly drawn parameters (``images`` as is when disabled)."""
         x = self._check(images)
         if not self.enabled:
             return x
@@ -300,46 +302,43 @@ class BatchAugment:
         if params.affine.shape[0] != b:
             raise ValueError(f"params are for {params.affine.shape[0]} samples, the batch has {b}")
         dev = x.device
-        out = x.clone()
+        out = x
         sub, div = self.normalize
+        shape = (-1, *([1] * (x.dim() - 1)))  # per-sample values broadcast over (C, *spatial)
         # flips (each axis on its own)
         for k, axis in enumerate(self.flip_axes):
             idx = params.flip[:, k].nonzero().flatten()
             if idx.numel():
-                idx = idx.to(dev)
-                out[idx] = out[idx].flip(axis + 2)
-        # affine: one affine_grid + grid_sample for the selected samples
+                out = _put(out, idx, _take(out, idx).flip(axis + 2))
+        # affine: one sampling grid + one grid_sample for all the selected samples
         idx = params.affine.nonzero().flatten()
         if idx.numel():
             theta = self.theta(params[idx], x.shape[2:]).to(device=dev, dtype=x.dtype)
-            idx = idx.to(dev)
-            sel = out[idx]
+            sel = _take(out, idx)
             pad = sub / div if self.config and self.config["padding_mode"] == "zeros" else 0.0
             if pad:
                 sel = sel + pad  # zero padding in the units before normalisation: pad with -sub/div here
-            grid = F.affine_grid(theta, list(sel.shape), align_corners=False)
+            grid = affine_grid(theta, sel.shape)
             sel = F.grid_sample(sel, grid, mode="bilinear", padding_mode=self.config["padding_mode"], align_corners=False)
             if pad:
                 sel = sel - pad
-            out[idx] = sel
+            out = _put(out, idx, sel)
         # gamma (AdjustContrast) per selected sample, on its own min / range (invariant to the normalisation)
         idx = params.contrast.nonzero().flatten()
         if idx.numel():
-            gamma = params.gamma[idx].to(device=dev, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-            idx = idx.to(dev)
-            sel = out[idx]
+            gamma = params.gamma[idx].to(device=dev, dtype=x.dtype).view(shape)
+            sel = _take(out, idx)
             flat = sel.reshape(sel.shape[0], -1)
-            shape = (-1, *([1] * (x.dim() - 1)))
             lo, hi = flat.amin(1).view(shape), flat.amax(1).view(shape)
             rng = hi - lo
-            out[idx] = ((sel - lo) / (rng + _EPS / div)).pow(gamma) * rng + lo
+            out = _put(out, idx, ((sel - lo) / (rng + _EPS / div)).pow(gamma) * rng + lo)
         # intensity scale then shift, in the units before normalisation: x*(1+f) + f*sub/div + o/div
         if bool((params.scale_factor != 0).any()) or bool((params.shift != 0).any()):
             f, o = params.scale_factor, params.shift
-            mul = (1 + f).to(device=dev, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-            add = (f * sub / div + o / div).to(device=dev, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-            out = out * mul + add
-        return out
+            mul = (1 + f).to(device=dev, dtype=x.dtype).view(shape)
+            add = (f * sub / div + o / div).to(device=dev, dtype=x.dtype).view(shape)
+            out = torch.addcmul(add, out, mul)
+        return out if out is not x else x.clone()
 
     def theta(self, params: AugmentParams, spatial_shape: Sequence[int]) -> torch.Tensor:
         """The ``(B, N, N + 1)`` matrices for :func:`torch.nn.functional.affine_grid` (``align_corners=False``).
@@ -360,6 +359,45 @@ class BatchAugment:
         lin = lin[:, rev][:, :, rev]
         shift = shift[:, rev]
         return torch.cat([lin, shift[:, :, None]], dim=2)
+
+
+def affine_grid(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """:func:`torch.nn.functional.affine_grid` with ``align_corners=False``, computed by broadcasting.
+
+    The same grid (to float rounding) for ``theta`` ``(B, N, N + 1)`` and ``size`` ``(B, C, *spatial)``, but as
+    sums of per-axis terms instead of a batched matrix product over every voxel: that product made up half of the
+    3D augmentation's time on CPU (8 x 64^3: 89 ms against 44 ms here, one full-size write instead of several).
+
+    Returns:
+        ``(B, *spatial, N)``, the sampling locations in grid_sample's normalised ``(x, y[, z])`` order.
+    """
+    spatial = [int(s) for s in size[2:]]
+    n, nd = theta.shape[0], len(spatial)
+    if theta.shape[1:] != (nd, nd + 1):
+        raise ValueError(f"theta must be (B, {nd}, {nd + 1}) for {nd} spatial dims, got {tuple(theta.shape)}")
+    grid = theta[:, :, nd].reshape(n, *([1] * nd), nd)  # translation, broadcast over the volume
+    for j in range(nd):  # grid_sample's coordinate j (x = the last spatial axis) varies along axis nd - 1 - j
+        axis = nd - 1 - j
+        s = spatial[axis]
+        coord = (torch.arange(s, device=theta.device, dtype=theta.dtype) * 2 + 1) / s - 1  # pixel centres
+        shape = [1] * nd
+        shape[axis] = s
+        grid = grid + coord.view(1, *shape, 1) * theta[:, :, j].reshape(n, *([1] * nd), nd)
+    return grid.contiguous()
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The samples ``idx`` (a CPU index) of ``x``: all of it, or a copy of the subset."""
+    if idx.numel() == x.shape[0]:
+        return x
+    return x.index_select(0, idx.to(x.device))
+
+
+def _put(x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``x`` with the samples ``idx`` replaced by ``values``, never changing ``x`` itself."""
+    if idx.numel() == x.shape[0]:
+        return values
+    return x.index_copy(0, idx.to(x.device), values)
 
 
 def build_batch_augment(

@@ -17,7 +17,7 @@ from medclass.transforms import (
     build_transforms,
     first_random_index,
 )
-from medclass.transforms.batch import rotation_matrix
+from medclass.transforms.batch import affine_grid, rotation_matrix
 
 
 def pattern(shape, seed=0):
@@ -83,6 +83,17 @@ def test_rotation_direction_and_translation_sign_on_a_dot():
     # translation t: output(p) = input(p + t), so the content moves by -t
     out = aug.apply(img, params_for(aug, 1, affine=[True], translate=[[1.0, -2.0]]))
     assert tuple((out[0, 0] == out.max()).nonzero()[0].tolist()) == (1, 7) and out.max() > 0.99
+
+
+@pytest.mark.parametrize("size", [(3, 2, 5, 7), (2, 1, 4, 6, 9), (1, 1, 1, 3)])
+def test_affine_grid_equals_torch_affine_grid(size):
+    nd = len(size) - 2
+    theta = torch.randn(size[0], nd, nd + 1, generator=torch.Generator().manual_seed(0))
+    ref = torch.nn.functional.affine_grid(theta, list(size), align_corners=False)
+    out = affine_grid(theta, size)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-6)
+    with pytest.raises(ValueError, match="theta must be"):
+        affine_grid(theta, (size[0], 1, 4))
 
 
 @pytest.mark.parametrize("dims", [2, 3])
