@@ -170,7 +170,8 @@ def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache
     """A dataset that decodes and preprocesses each item once; random augmentation runs after the cache.
 
     MONAI's cache datasets run the transform chain up to its first random transform once and keep the result,
-    so only the augmentation is repeated every epoch.
+    so only the augmentation is repeated every epoch (with ``augment_on: batch`` the chain has no random step and
+    is cached whole; the trainer augments the batches).
 
     Args:
         data: datalist items.

@@ -104,3 +104,20 @@ def test_speed_benchmark_runs_every_phase_on_real_data(real_data, tmp_path):
     assert out["peak"]["bf16_matmul_gflops"] > 0 and r["fraction_of_bf16_matmul_peak"] > 0
     assert out["latency"]["file_to_probs_ms"] > 0 and out["latency"]["forward_ms"] > 0
     assert all(r[k]["peak_rss_mb"] > 100 for k in ("a_bare", "b_bundle", "c_plain_monai"))
+
+
+def test_augment_benchmark_runs(capsys):
+    """benchmarks/augment.py --quick: per-item and batched augmentation are both timed for 2D and 3D."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("augment_bench", ROOT / "benchmarks" / "augment.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--quick", "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
+    for dims, shape in (("2d", [4, 1, 16, 16]), ("3d", [4, 1, 16, 16, 16])):
+        r = res[dims]
+        assert r["shape"] == shape and r["device"] == "cpu"
+        assert min(r["sample_s"], r["sample_tail_s"], r["batch_s"], r["batch_all_s"]) > 0
+        assert r["sample_over_batch"] == pytest.approx(r["sample_s"] / r["batch_s"], rel=1e-2)

@@ -242,3 +242,37 @@ def test_bf16_instability_falls_back_to_fp32_and_keeps_buffers_clean(tmp_path):
     assert all(torch.equal(m, torch.zeros(2)) for i, m in seen[:3])  # skipped steps left the buffers as they were
     assert not torch.equal(seen[3][1], torch.zeros(2))  # the first fp32 step updates them
     assert torch.isfinite(trap.fc.weight).all() and not torch.equal(trap.fc.weight, before)
+
+
+def test_batch_transform_runs_on_training_inputs_only(tmp_path):
+    """Trainer(batch_transform=...): every training batch goes through it (no gradients, labels untouched) before
+    the network; the validation run by the ValidationHandler never does."""
+    net, trainer, evaluator, _ = make(tmp_path, max_epochs=1)
+    calls, seen, targets = [], [], []
+
+    def shift(x):
+        calls.append((x.clone(), torch.is_grad_enabled()))
+        return x + 100.0
+
+    def record_forward(module, args):
+        seen.append((module.training, args[0].detach().clone()))
+
+    trainer.batch_transform = shift
+    net.register_forward_pre_hook(record_forward)
+    loss_fn = trainer.loss_function
+    trainer.loss_function = lambda pred, y: (targets.append(y.clone()), loss_fn(pred, y))[1]
+    trainer.run()
+    train_inputs = [x for training, x in seen if training]
+    val_inputs = [x for training, x in seen if not training]
+    data = items()
+    assert len(calls) == len(train_inputs) == 6 and val_inputs
+    for k, ((x, grad), net_in) in enumerate(zip(calls, train_inputs)):
+        batch = torch.stack([it["image"] for it in data[4 * k:4 * k + 4]])
+        assert not grad and torch.equal(x, batch) and torch.equal(net_in, batch + 100.0)
+        assert torch.equal(targets[k], torch.stack([it["label"] for it in data[4 * k:4 * k + 4]]))
+    assert all(x.abs().max() < 50 for x in val_inputs)  # the evaluator saw the plain images
+    assert not hasattr(evaluator, "batch_transform")
+    with pytest.raises(TypeError, match="batch_transform must be callable"):
+        Trainer(device="cpu", max_epochs=1, train_data_loader=DataLoader(items(), batch_size=4), network=net,
+                optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=MaskedBCEWithLogitsLoss(),
+                batch_transform="flip")

@@ -2,13 +2,15 @@
 
 MONAI 1.6's engines only autocast on CUDA (``torch.autocast("cuda")``); on CPU, bf16 autocast gives
 1.9-2.9x on training here, so these subclasses pick the autocast device from the engine's device.
-The trainer also refuses to apply an optimizer step whose loss or gradients are not finite.
+The trainer also refuses to apply an optimizer step whose loss or gradients are not finite, and can augment each
+training batch on the training device (``batch_transform``, e.g. :class:`medclass.transforms.BatchAugment`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -76,6 +78,10 @@ class Trainer(SupervisedTrainer):
             (logged; ``precision_fallbacks`` counts it). bf16 with channels-last 3D convolutions gave infinite
             gradients from the first step for some initialisations here.
         channels_last: use channels-last memory format for the network and inputs.
+        batch_transform: applied (without gradients) to the input batch ``(B, C, *spatial)`` of every training
+            iteration, on the engine's device, after ``prepare_batch`` and before channels-last / autocast: the
+            random augmentation of :class:`medclass.transforms.BatchAugment` (bundle key ``augment_on: batch``).
+            ``None``: none. Labels are not passed to it. Evaluation engines never take one.
         kwargs: passed to ``monai.engines.SupervisedTrainer`` (``amp`` is managed here).
     """
 
@@ -87,10 +93,14 @@ class Trainer(SupervisedTrainer):
         max_nonfinite_steps: int = 20,
         fallback_after: int = 3,
         channels_last: bool = False,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("amp", None)
         super().__init__(*args, amp=False, **kwargs)
+        if batch_transform is not None and not callable(batch_transform):
+            raise TypeError(f"batch_transform must be callable or None, got {type(batch_transform).__name__}")
+        self.batch_transform = batch_transform
         self.precision = resolve_precision(precision, self.state.device)
         self.grad_clip = grad_clip
         self.max_nonfinite_steps = int(max_nonfinite_steps)
@@ -111,6 +121,9 @@ class Trainer(SupervisedTrainer):
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
         inputs, targets = _plain(batch[0]), _plain(batch[1])
+        if engine.batch_transform is not None:
+            with torch.no_grad():
+                inputs = engine.batch_transform(inputs)
         if engine.channels_last and inputs.dim() in (4, 5):
             inputs = inputs.contiguous(memory_format=torch.channels_last if inputs.dim() == 4 else torch.channels_last_3d)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}

@@ -6,7 +6,8 @@ identity affine. 3D files (NIfTI, DICOM series folders and multi-frame files, IT
 ``(1, I, J, K)`` in voxel-index order (DICOM: columns, rows, slices) with the voxel-to-world RAS affine
 on the :class:`~monai.data.MetaTensor`; the ``ct`` / ``mr`` presets reorient them to ``(1, X, Y, Z)``
 along Right, Anterior, Superior. See :mod:`medclass.transforms.io` for the reading rules and
-:mod:`medclass.transforms.presets` for the pipelines.
+:mod:`medclass.transforms.presets` for the pipelines, :mod:`medclass.transforms.batch` for the same training
+augmentation applied to whole batches on the training device.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from medclass.transforms.array import (
 from medclass.transforms.post import Probabilitiesd
 from medclass.transforms.io import META_KEYS, ReadImage, ReadImaged, read_image
 from medclass.transforms.presets import (
+    AUGMENT_ON,
     DEFAULT_AUGMENT,
     OPTION_NAMES,
     PRESETS,
@@ -41,6 +43,7 @@ from medclass.transforms.presets import (
     resolve_options,
     transform_error,
 )
+from medclass.transforms.batch import AugmentParams, BatchAugment, build_batch_augment
 
 __all__ = [
     "Probabilitiesd",
@@ -62,6 +65,7 @@ __all__ = [
     "CropOrPadd",
     "LabelToTensor",
     "LabelToTensord",
+    "AUGMENT_ON",
     "DEFAULT_AUGMENT",
     "OPTION_NAMES",
     "Preset",
@@ -72,4 +76,7 @@ __all__ = [
     "build_transforms",
     "first_random_index",
     "transform_error",
+    "AugmentParams",
+    "BatchAugment",
+    "build_batch_augment",
 ]

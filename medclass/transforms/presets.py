@@ -10,6 +10,9 @@ A pipeline is::
     -> RandAdjustContrastd (gamma) -> RandScaleIntensityd -> RandShiftIntensityd
     -> NormalizeIntensityd (fixed, (x - 0.5) / 0.25 unless the preset says otherwise) -> EnsureTyped
 
+With ``augment_on="batch"`` the random steps are left out (the whole pipeline is deterministic and cached) and
+:class:`medclass.transforms.BatchAugment` applies the same recipe to each training batch on its device.
+
 Presets:
 
 * ``cxr``: 2D radiographs (DICOM window + MONOCHROME1 inversion, 0.5/99.5 percentile scaling).
@@ -73,6 +76,7 @@ from medclass.transforms.io import ReadImaged
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AUGMENT_ON",
     "DEFAULT_AUGMENT",
     "OPTION_NAMES",
     "Preset",
@@ -81,7 +85,10 @@ __all__ = [
     "resolve_augment",
     "resolve_options",
     "build_transforms",
+    "check_augment_on",
     "first_random_index",
+    "flip_axes",
+    "normalization",
     "transform_error",
 ]
 
@@ -102,6 +109,11 @@ DEFAULT_AUGMENT: dict[str, Any] = {
     "padding_mode": "zeros",  # RandAffine padding: "zeros", "border" or "reflection"
 }
 _AUGMENT_KEYS = frozenset(DEFAULT_AUGMENT) | {"enabled"}
+
+#: Where the training augmentation runs: ``"sample"`` (MONAI dictionary transforms per item, in the data loader,
+#: at the end of :func:`build_transforms`'s pipeline) or ``"batch"`` (:class:`medclass.transforms.BatchAugment`
+#: on the collated training batch, on the training device; the item pipeline is then fully deterministic).
+AUGMENT_ON = ("sample", "batch")
 
 #: Every preset option :func:`build_transforms` knows (a preset accepts those in its ``options``,
 #: plus ``size_mode`` always and ``percentiles`` when it uses the built-in percentile scaling).
@@ -475,6 +487,7 @@ def build_transforms(
     mr_norm: str | None = None,
     percentiles: Sequence[float] | None = None,
     options: Mapping[str, Any] | None = None,
+    augment_on: str = "sample",
 ) -> Compose:
     """Build the item transform for a datalist of ``{"image": path | array, "label": (C,), "id": str, ...}``.
 
@@ -485,7 +498,7 @@ def build_transforms(
         image_size: output spatial shape ``(H, W)`` / ``(D, H, W)`` (for ``ct`` / ``mr`` in 3D: ``(X, Y,
             Z)`` in ``axcodes`` order); an int is repeated; ``None`` keeps the size after the spatial steps
             (items then only collate when they share a size).
-        train: add random augmentation (see :data:`DEFAULT_AUGMENT`).
+        train: add random augmentation (see :data:`DEFAULT_AUGMENT`), unless ``augment_on="batch"``.
         image_key: the item key holding the image path or array.
         label_key: the item key holding the label; items without it pass (inference).
         augment: ``None``/``True`` (defaults), ``False`` / ``{"enabled": False}`` (none) or a dict of
@@ -508,6 +521,10 @@ def build_transforms(
         options: the same options as a dict (e.g. from a config), and those of custom presets; the
             keyword arguments above take precedence. ``None`` values mean "the preset's default"; a
             non-None option the preset does not take is a ``ValueError``.
+        augment_on: ``"sample"`` (default): the random augmentation is part of this per-item pipeline;
+            ``"batch"``: it is left out (``augment`` is still validated) and applied to whole training batches
+            by :class:`medclass.transforms.BatchAugment` (built with :func:`medclass.transforms.build_batch_augment`
+            from the same arguments), so the pipeline is deterministic and cached to its end.
 
     Returns:
         A :class:`monai.transforms.Compose` whose leading deterministic transforms (up to
@@ -553,18 +570,58 @@ def build_transforms(
         else:
             xforms.append(AdaptiveResized(keys, spatial_size=size))
 
+    augment_on = check_augment_on(augment_on)
     cfg = resolve_augment(augment, p) if train else None
     if cfg is not None:
-        xforms += _augmentations(keys, cfg, spatial_dims, size, opts)
-    sub, div = p.normalize(opts) if callable(p.normalize) else p.normalize
-    if (float(sub), float(div)) != (0.0, 1.0):
-        xforms.append(NormalizeIntensityd(keys, subtrahend=float(sub), divisor=float(div)))
+        if augment_on == "sample":
+            xforms += _augmentations(keys, cfg, spatial_dims, size, opts)
+        else:
+            flip_axes(cfg, spatial_dims, opts)  # same errors as the per-item pipeline, at build time
+    sub, div = normalization(p, opts)
+    if (sub, div) != (0.0, 1.0):
+        xforms.append(NormalizeIntensityd(keys, subtrahend=sub, divisor=div))
     xforms.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32))
     logger.debug(
         "built %s pipeline (spatial_dims=%d, image_size=%s, train=%s, options=%s): %s",
         p.name, spatial_dims, size, train, opts, [type(t).__name__ for t in xforms],
     )
     return Compose(xforms)
+
+
+def check_augment_on(value: Any) -> str:
+    """Validate ``augment_on`` (``"sample"`` or ``"batch"``, case-insensitive); returns it in lower case."""
+    v = str(value).lower() if isinstance(value, str) else value
+    if v not in AUGMENT_ON:
+        raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {value!r}")
+    return v
+
+
+def normalization(preset: Preset | str, options: Mapping[str, Any]) -> tuple[float, float]:
+    """``(subtrahend, divisor)`` of the preset's final fixed normalisation ``(x - subtrahend) / divisor``."""
+    p = _get_preset(preset)
+    sub, div = p.normalize(options) if callable(p.normalize) else p.normalize
+    return float(sub), float(div)
+
+
+def flip_axes(cfg: Mapping[str, Any], spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, ...]:
+    """The distinct spatial axes (``0 .. spatial_dims - 1``) a resolved augment config flips, in order.
+
+    ``flip_axes=None`` means the left-right axis (see :func:`build_transforms`); ``ValueError`` for an axis out
+    of range. Empty when ``flip_prob`` is 0.
+    """
+    if cfg["flip_prob"] <= 0:
+        return ()
+    axes = cfg["flip_axes"]
+    if axes is None:
+        axes = (_left_right_axis(spatial_dims, options),)
+    seen: list[int] = []
+    for a in axes:
+        if not -spatial_dims <= a < spatial_dims:
+            raise ValueError(f"augment['flip_axes']: axis {a} out of range for spatial_dims={spatial_dims}")
+        a = a % spatial_dims
+        if a not in seen:
+            seen.append(a)
+    return tuple(seen)
 
 
 def _left_right_axis(spatial_dims: int, options: Mapping[str, Any]) -> int:
@@ -582,19 +639,9 @@ def _augmentations(
     size: tuple[int, ...] | None,
     options: Mapping[str, Any],
 ) -> list[Transform]:
-    out: list[Transform] = []
-    if cfg["flip_prob"] > 0:
-        axes = cfg["flip_axes"]
-        if axes is None:
-            axes = (_left_right_axis(spatial_dims, options),)
-        seen: list[int] = []
-        for a in axes:
-            if not -spatial_dims <= a < spatial_dims:
-                raise ValueError(f"augment['flip_axes']: axis {a} out of range for spatial_dims={spatial_dims}")
-            a = a % spatial_dims
-            if a not in seen:
-                seen.append(a)
-                out.append(RandFlipd(keys, prob=cfg["flip_prob"], spatial_axis=a))
+    out: list[Transform] = [
+        RandFlipd(keys, prob=cfg["flip_prob"], spatial_axis=a) for a in flip_axes(cfg, spatial_dims, options)
+    ]
     if cfg["affine_prob"] > 0 and (cfg["rotate_deg"] > 0 or cfg["zoom"] > 0 or cfg["translate"] > 0):
         rot = math.radians(cfg["rotate_deg"])
         rotate_range = (rot,) if spatial_dims == 2 else (rot, rot, rot)

@@ -114,6 +114,39 @@ def test_train_writes_checkpoints_and_logs(bundle, trained):
     assert 0.0 <= ev.state.metrics["val_mean_auc"] <= 1.0
 
 
+def test_augmentation_runs_on_training_batches_by_default(bundle, trained):
+    """augment_on: batch (the default): the training preprocessing has no random step (cached to its end), the
+    trainer augments each batch (and did, in the training run above); validation has neither."""
+    from medclass.transforms import BatchAugment, first_random_index
+
+    _, wf = trained
+    assert wf.parser.get_parsed_content("augment_on") == "batch"
+    pre = wf.parser.get_parsed_content("train#preprocessing")
+    assert first_random_index(pre) == len(pre.transforms)
+    aug = wf.parser.get_parsed_content("train#trainer").batch_transform
+    assert isinstance(aug, BatchAugment) and aug.enabled and aug.spatial_dims == len(TINY[bundle.name]["image_size"])
+    assert aug._generator is not None  # drawn from during training
+    val = wf.parser.get_parsed_content("validate#preprocessing")
+    assert first_random_index(val) == len(val.transforms)
+    assert not hasattr(wf.parser.get_parsed_content("validate#evaluator"), "batch_transform")
+
+
+def test_augmentation_per_sample_trains_and_false_disables_both(bundle, tmp_path):
+    from medclass.transforms import first_random_index
+
+    wf = workflow(bundle, "train", tmp_path, max_epochs=1, augment_on="sample")
+    pre = wf.parser.get_parsed_content("train#preprocessing")
+    assert first_random_index(pre) < len(pre.transforms)  # MONAI random transforms per item
+    assert wf.parser.get_parsed_content("train#trainer").batch_transform is None
+    wf.run()
+    assert torch.load(tmp_path / "models" / "last.pt", weights_only=True)["trainer"]["epoch"] == 1
+    for on in ("batch", "sample"):
+        wf = workflow(bundle, "train", tmp_path / on, augment=False, augment_on=on)
+        pre = wf.parser.get_parsed_content("train#preprocessing")
+        assert first_random_index(pre) == len(pre.transforms)
+        assert wf.parser.get_parsed_content("train#batch_augment") is None
+
+
 def test_evaluate_writes_predictions_with_labels_and_metrics(bundle, trained):
     from medclass.metrics import choose_thresholds
     from medclass.report import read_predictions
@@ -327,7 +360,8 @@ def test_multi_process_training_with_gloo(bundle, tmp_path):
         "finalize:\n"
         "  - \"$torch.save({'state': @network.module.state_dict(), 'val_count': "
         "@validate#key_metric#val_mean_auc.metric_fn.count, 'val_dataset': len(@validate#dataset), "
-        "'val_rank_share': len(@validate#sampler), 'train_rank_share': len(@train#sampler)}, "
+        "'val_rank_share': len(@validate#sampler), 'train_rank_share': len(@train#sampler), "
+        "'aug_seed': @train#trainer.batch_transform.generator.initial_seed()}, "
         f"'{tmp_path}/rank' + str(torch.distributed.get_rank()) + '.pt')\"\n"
         "  - \"$medclass.workflow.finish_distributed()\"\n"
     )
@@ -350,6 +384,7 @@ def test_multi_process_training_with_gloo(bundle, tmp_path):
     assert n_val > 2 and ranks[0]["val_rank_share"] + ranks[1]["val_rank_share"] == n_val  # split, not padded
     assert ranks[0]["val_count"] == ranks[1]["val_count"] == n_val  # gathered: every sample once
     assert ranks[0]["train_rank_share"] > 0 and ranks[0]["train_rank_share"] == ranks[1]["train_rank_share"]
+    assert [r["aug_seed"] for r in ranks] == [0, 1]  # batch augmentation: seed + rank, different on each rank
 
 
 def test_training_can_start_from_local_weights(bundle, trained, tmp_path):
