@@ -6,8 +6,9 @@
 
 Measured on the same data, network (DenseNet121 with MONAI's standard stem, ``--arch`` / ``--stem`` to change)
 and batch size, each phase in its own process (so its peak memory is its own):
-  (a) ``bare``:   the network's training step alone (forward, loss, backward, AdamW step) on tensors already in
-                  memory, with the bundle's speed settings (precision, channels-last, threads): the ceiling;
+  (a) ``bare``:   the network's training step alone (forward, loss, backward, the bundle's optimizer step) on
+                  tensors already in memory, with the bundle's speed settings (precision, channels-last, threads):
+                  the ceiling;
   (b) ``bundle``: the medclass bundle's train workflow end to end (datalist, cached preprocessing, augmentation,
                   data loader, engine, handlers), images/s over the training iterations of its second epoch;
   (c) ``plain``:  a MONAI-tutorial-style loop: fp32, ``DenseNet121(spatial_dims, in_channels, out_channels)``
@@ -19,7 +20,8 @@ is installed), and ``peak``: bf16 and fp32 matrix-multiply GFLOP/s measured now.
 of (b) is 3x the forward FLOPs (counted by ``torch.utils.flop_counter``) times its images/s.
 
 ``--auc-epochs N`` also trains the bundle for N epochs with the speed settings on and with them off (fp32, no
-channels-last) on the full training split and reports both test AUCs: the speed must not cost AUC.
+channels-last, per-item augmentation) on the full training split and reports both test AUCs: the speed must not
+cost AUC.
 
 The last line printed is one JSON object with every figure and the ratios ``b_over_a`` and ``b_over_c``
 (goals on CPU: >= 0.9 and >= 2.0). Data comes from MEDCLASS_DATA (default ../shared/data).
@@ -135,7 +137,7 @@ def phase_peak(args) -> dict:
 
 
 def phase_bare(args, dims: int, npz: Path, work: Path) -> dict:
-    """(a) the bundle's network and speed settings, training steps on in-memory tensors."""
+    """(a) the bundle's network, optimizer and speed settings, training steps on in-memory tensors."""
     import torch
 
     from medclass.engines import _channels_last_format, autocast_context, resolve_precision
@@ -143,7 +145,7 @@ def phase_bare(args, dims: int, npz: Path, work: Path) -> dict:
 
     wf = _parse_bundle(dims, _overrides(args, dims, npz, work))
     parser = wf.parser
-    net = parser.get_parsed_content("network_def")
+    net = parser.get_parsed_content("network")
     precision = resolve_precision(parser.get_parsed_content("precision"), "cpu")
     channels_last = flag(parser.get_parsed_content("channels_last"))
     threads = parser.get_parsed_content("num_threads")
@@ -156,7 +158,7 @@ def phase_bare(args, dims: int, npz: Path, work: Path) -> dict:
     fmt = _channels_last_format(net)
     if channels_last:
         net = net.to(memory_format=fmt)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    opt = parser.get_parsed_content("optimizer")  # the bundle's optimizer (fused AdamW), on the same parameters
     loss_fn = torch.nn.BCEWithLogitsLoss()
     x = torch.randn(batch, *shape)
     if channels_last:
@@ -352,6 +354,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="bundle override for the bare and bundle phases (VALUE as JSON), e.g. --set loader thread")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check that every phase runs")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run phases a, b, c this many times, interleaved, and report each one's median images/s "
+                         "(this machine's throughput drifts by 10-20%% between minutes)")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--phase-dims", type=int, help=argparse.SUPPRESS)
@@ -398,9 +403,13 @@ def main(argv=None) -> dict:
                           size=args.size[dims] if args.quick else None)
         r: dict = {"image_size": args.size[dims], "batch_size": args.batch[dims], "train_images": n_train[dims],
                    "data": SETS[dims][0]}
-        r["a_bare"] = _run_phase("bare", child, dims, {"npz": str(npz)})
-        r["b_bundle"] = _run_phase("bundle", child, dims, {"npz": str(npz)})
-        r["c_plain_monai"] = _run_phase("plain", child, dims, {"npz": str(npz)})
+        runs: dict[str, list[dict]] = {"a_bare": [], "b_bundle": [], "c_plain_monai": []}
+        for _ in range(max(1, args.repeats)):
+            for key, phase in (("a_bare", "bare"), ("b_bundle", "bundle"), ("c_plain_monai", "plain")):
+                runs[key].append(_run_phase(phase, child, dims, {"npz": str(npz)}))
+        for key, outs in runs.items():
+            outs = sorted(outs, key=lambda o: o["images_per_s"])
+            r[key] = {**outs[len(outs) // 2], "all_images_per_s": [o["images_per_s"] for o in runs[key]]}
         a, b, c = (r[k]["images_per_s"] for k in ("a_bare", "b_bundle", "c_plain_monai"))
         r["b_over_a"] = round(b / a, 3)
         r["b_over_c"] = round(b / c, 3)
@@ -409,7 +418,8 @@ def main(argv=None) -> dict:
         r["fraction_of_bf16_matmul_peak"] = round(achieved / peak_bf16, 3)
         if args.auc_epochs:
             full = _subset_npz(dims, 0, 0, work / f"full_{dims}d.npz")
-            for tag, extra in (("speed_on", {}), ("speed_off", {"precision": "fp32", "channels_last": False})):
+            for tag, extra in (("speed_on", {}), ("speed_off", {"precision": "fp32", "channels_last": False,
+                                                                          "augment_on": "sample"})):
                 r[f"auc_{tag}"] = _run_phase("bundle", child, dims, {"npz": str(full), "tag": tag, "evaluate": True,
                                                                      "max_epochs": args.auc_epochs, **extra})
         result[f"{dims}d"] = r
