@@ -50,7 +50,11 @@ def workflow(bundle: Path, kind: str, tmp: Path, **overrides):
 
 @pytest.mark.parametrize("kind", ["train", "inference", "evaluate", "saliency"])
 def test_no_missing_properties(bundle, kind, tmp_path):
-    assert bt.check_properties(bundle, kind, dataset_dir=str(tmp_path / "data"), **TINY[bundle.name]) == []
+    # every output in tmp_path: the bundle folder gets nothing (TensorBoard files used to land in bundles/*/runs)
+    outputs = {k: str(tmp_path / k) for k in ("ckpt_dir", "output_dir", "log_dir")}
+    before = {p for d in ("runs", "eval") for p in (bundle / d).rglob("*")}
+    assert bt.check_properties(bundle, kind, dataset_dir=str(tmp_path / "data"), **outputs, **TINY[bundle.name]) == []
+    assert {p for d in ("runs", "eval") for p in (bundle / d).rglob("*")} == before
 
 
 def test_metadata_matches_schema_and_labels(bundle, tmp_path):
