@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["Classifier", "DenseNetClassifier", "ResNetClassifier", "ViTClassifier"]
 
 _EXTRA_STATE_FORMAT = 1
+# Version of what a stem name builds. 2: the "medium" stem is one stride-2 3x3 conv (commit d520369); before it was
+# a full-resolution 3x3 conv + max-pool with the same weight shapes, so only this number tells them apart.
+STEM_VERSION = 2
 
 
 def _check_label_names(label_names: Sequence[str] | None, num_classes: int) -> list[str]:
@@ -255,7 +258,7 @@ class Classifier(nn.Module):
     def set_extra_state(self, state: Any) -> None:
         """Restore the label names from a state written by :meth:`get_extra_state` (tensor or dict)."""
         meta = _decode_state(state)
-        for key in ("arch", "spatial_dims", "in_channels", "conv"):
+        for key in ("arch", "spatial_dims", "in_channels", "conv", "stem", "stem_stride"):
             if key in meta and meta[key] != getattr(self, key):
                 logger.warning(
                     "loading weights saved from a model with %s=%r into one with %s=%r",
@@ -264,6 +267,15 @@ class Classifier(nn.Module):
                     key,
                     getattr(self, key),
                 )
+        if meta.get("stem") == "medium" and self.stem == "medium" and meta.get("stem_version", 1) != STEM_VERSION:
+            # same weight shapes, different network: predictions would be silently wrong
+            logger.warning(
+                "these weights were trained with the version-%s 'medium' stem (a full-resolution conv + max-pool); "
+                "this medclass builds version %d (one stride-2 conv): the weights load but the network differs, "
+                "so retrain or fine-tune before trusting its outputs",
+                meta.get("stem_version", 1),
+                STEM_VERSION,
+            )
         names = meta.get("label_names")
         if names is not None:
             if len(names) != self.num_classes:
@@ -290,6 +302,7 @@ class Classifier(nn.Module):
             "label_names": list(self.label_names),
             "stem": self.stem,
             "stem_stride": self.stem_stride,
+            "stem_version": STEM_VERSION,
             "width": self.width,
             "conv": self.conv,
             "patch_size": list(self.patch_size) if self.patch_size is not None else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import pytest
 import torch
@@ -209,3 +210,29 @@ def test_temperature_buffer_and_checkpoints_from_before_it():
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="temperature must be a positive number"):
             net.set_temperature(bad)
+
+
+def test_stem_mismatch_and_old_medium_stem_weights_are_flagged(caplog):
+    """Weights whose stem builds a different network with the same shapes load, but never silently: a small-stem
+    checkpoint into a medium-stem model, and a 'medium' checkpoint from before the stride-2 conv (no stem_version),
+    each log a warning naming the difference; a checkpoint of today's medium stem loads quietly."""
+    from medclass.networks.classifier import STEM_VERSION, _decode_state, _encode_state
+
+    medium = build_classifier("resnet18", spatial_dims=2, image_size=96, stem="medium")
+    small = build_classifier("resnet18", spatial_dims=2, image_size=96, stem="small")
+    with caplog.at_level(logging.WARNING, logger="medclass.networks.classifier"):
+        medium.load_state_dict(medium.state_dict())
+    assert not caplog.records
+    meta = _decode_state(medium.state_dict()["_extra_state"])
+    assert meta["stem_version"] == STEM_VERSION
+
+    with caplog.at_level(logging.WARNING, logger="medclass.networks.classifier"):
+        medium.load_state_dict(small.state_dict())  # same shapes: loads
+    assert "stem='small'" in caplog.text and "stem='medium'" in caplog.text
+    caplog.clear()
+
+    old = dict(medium.state_dict())
+    old["_extra_state"] = _encode_state({k: v for k, v in meta.items() if k != "stem_version"})
+    with caplog.at_level(logging.WARNING, logger="medclass.networks.classifier"):
+        medium.load_state_dict(old)
+    assert "version-1 'medium' stem" in caplog.text and "retrain" in caplog.text
