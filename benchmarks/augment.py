@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from timing import median_seconds  # noqa: E402
 
 CASES = {2: ("cxr", 32, 64), 3: ("generic", 8, 64)}  # spatial_dims: (preset, batch size, image size)
 
@@ -54,17 +55,6 @@ def _items(dims: int, n: int, size: int, preset: str) -> tuple[list[dict], objec
         img = ((base + 0.3 * rng.random(base.shape)) * 60).astype(np.uint8)
         items.append(head({"image": img, "label": np.array([i % 2], np.float32), "id": f"case-{i}"}))
     return items, tail
-
-
-def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run_case(dims: int, batch: int, size: int, preset: str, repeats: int, device: torch.device) -> dict:
@@ -95,10 +85,10 @@ def run_case(dims: int, batch: int, size: int, preset: str, repeats: int, device
 
     out = {
         "shape": [batch, 1, *([size] * dims)], "preset": preset, "device": str(device),
-        "sample_s": _median_seconds(per_item(True), repeats),
-        "sample_tail_s": _median_seconds(per_item(False), repeats),
-        "batch_s": _median_seconds(batched(aug), repeats),
-        "batch_all_s": _median_seconds(batched(worst), repeats),
+        "sample_s": median_seconds(per_item(True), repeats),
+        "sample_tail_s": median_seconds(per_item(False), repeats),
+        "batch_s": median_seconds(batched(aug), repeats),
+        "batch_all_s": median_seconds(batched(worst), repeats),
     }
     out["sample_over_batch"] = out["sample_s"] / out["batch_s"]
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}

@@ -40,6 +40,7 @@ from medclass.saliency import saliency_maps  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import RECIPE, RECIPE_3D, run_workflow  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 METHODS = ["gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad"]
 
@@ -237,13 +238,7 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
 def cost(net, x: torch.Tensor, repeats: int = 5) -> dict:
     """Median of ``repeats`` timings (the machine is shared: medians resist the other jobs' bursts)."""
     def timed(fn, n: int = repeats) -> float:
-        fn()  # warm-up
-        ts = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts)) / len(x)
+        return median_seconds(fn, n, warmup=1) / len(x)
 
     with torch.no_grad():
         fwd = timed(lambda: net(x))

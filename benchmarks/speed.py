@@ -44,8 +44,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 BUNDLES = {2: ROOT / "bundles" / "cxr_classification", 3: ROOT / "bundles" / "volume_classification"}
 SETS = {2: ("pneumoniamnist.npz", 64), 3: ("adrenalmnist3d_64.npz", 64)}
+
+from timing import median_seconds  # noqa: E402
 
 logger = logging.getLogger("speed")
 
@@ -296,21 +299,11 @@ def phase_latency(args) -> dict:
         with torch.no_grad(), autocast_context(precision, "cpu"):
             return net(x)
 
-    def timed(fn, reps):
-        fn()
-        fn()
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
-
     reps = 3 if args.quick else 15
     x = preprocessing({"image": str(dcm), "id": "study"})["image"].as_tensor()[None]
     out = {"file": dcm.name, "image_size": size, "arch": "densenet121", "precision": precision,
-           "file_to_probs_ms": round(1000 * timed(predict, reps), 1),
-           "forward_ms": round(1000 * timed(lambda: forward_only(x), reps), 1)}
+           "file_to_probs_ms": round(1000 * median_seconds(predict, reps), 1),
+           "forward_ms": round(1000 * median_seconds(lambda: forward_only(x), reps), 1)}
     try:
         from medclass.saliency import saliency_maps
     except ImportError:
@@ -321,7 +314,7 @@ def phase_latency(args) -> dict:
             item = preprocessing({"image": str(dcm), "id": "study"})
             return saliency_maps(net, item["image"].as_tensor()[None], method="gradcam")
 
-        out["file_to_probs_and_gradcam_ms"] = round(1000 * timed(with_cam, reps), 1)
+        out["file_to_probs_and_gradcam_ms"] = round(1000 * median_seconds(with_cam, reps), 1)
     return out
 
 
