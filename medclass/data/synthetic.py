@@ -34,7 +34,7 @@ __all__ = ["PHANTOM_LABELS", "PHANTOM_VERSION", "ensure_phantoms", "make_phantom
 #: The findings phantoms can hold, in default label order.
 PHANTOM_LABELS: tuple[str, ...] = ("nodule", "effusion", "cardiomegaly", "pneumothorax")
 #: Bumped whenever the drawing changes, so :func:`ensure_phantoms` regenerates old sets.
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: the pneumothorax mask includes its pleural line
 
 _CSV_NAME = "datalist.csv"
 _PARAMS_NAME = "phantoms.json"
@@ -130,8 +130,10 @@ def _draw(
         region = (lung < 1) & (collapsed >= 1) & (v < cv_c) & ~heart
         edge = (np.abs(np.sqrt(collapsed) - 1) < 1.3 / (size * k * patient.lung_a)) & (lung < 1) & (v < cv_c)
         img = np.where(region, 0.1 + 0.01 * texture, img)
-        img = np.where(edge & ~region & ~heart, img + 0.22, img)
-        masks["pneumothorax"] = region
+        line = edge & ~region & ~heart
+        img = np.where(line, img + 0.22, img)
+        # the finding is the air and the visceral pleural line that bounds it (the sign a reader looks for)
+        masks["pneumothorax"] = region | line
 
     if present.get("effusion"):
         fluid_all = np.zeros_like(body)
