@@ -18,6 +18,7 @@ from medclass.saliency import METHODS, normalize_maps, resolve_target_layer, sal
 SIZES = {2: (24, 32), 3: (16, 16, 20)}  # non-square / non-cubic on purpose
 ARCHS = {
     "resnet18": {"width": 4},
+    "resnet18+dilated": {"width": 4, "dilate_last_stage": True},  # a 2x finer last grid: maps still oriented
     "densenet121": {"width": 4, "growth_rate": 4, "bn_size": 2, "block_config": (2, 2, 2, 2)},
     "vit": {"hidden_size": 32, "mlp_dim": 64, "num_layers": 2, "num_heads": 2},
 }
@@ -47,7 +48,8 @@ def _build(arch: str, dims: int) -> nn.Module:
     kw = dict(ARCHS[arch])
     if arch == "vit":
         kw["patch_size"] = PATCH[dims]
-    return build_classifier(arch, dims, 1, 2, image_size=SIZES[dims], label_names=["empty", "square"], **kw)
+    return build_classifier(arch.split("+")[0], dims, 1, 2, image_size=SIZES[dims], label_names=["empty", "square"],
+                            **kw)
 
 
 _TRAINED: dict = {}
@@ -62,7 +64,7 @@ def trained(arch: str, dims: int) -> nn.Module:
         model = _build(arch, dims)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         model.train()
-        steps = {"vit": 80, "resnet18": 60}.get(arch, 40)
+        steps = {"vit": 80, "resnet18": 60, "resnet18+dilated": 60}.get(arch, 40)
         for _ in range(steps):
             x, y = _blob_batch(16, SIZES[dims], gen)
             loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)

@@ -107,6 +107,7 @@ class Classifier(nn.Module):
         stem_stride: total down-sampling of the stem (1, 2 or 4; the patch size for ViT is in ``patch_size``).
         conv: ``"standard"``, or ``"acs"`` once the 3D convolutions are ACS ones
             (:func:`medclass.networks.convert_to_acs`).
+        dilate_last_stage: ``True`` when the last CNN stage does not down-sample (``build_classifier``'s option).
         num_features: size of the pooled feature vector (input of the head).
         patch_size: ViT patch size per spatial dim (``None`` for CNNs).
         grid: ViT patches per spatial dim (``None`` for CNNs).
@@ -149,6 +150,7 @@ class Classifier(nn.Module):
         self.stem_stride = int(stem_stride)
         self.width = width
         self.conv = "standard"  # "acs" after medclass.networks.convert_to_acs
+        self.dilate_last_stage = False  # True: the CNN's last stage keeps the previous stage's resolution
         # token layout, set by ViTClassifier (None / 0 for CNNs, whose target layer is a spatial feature map)
         self.patch_size = None
         self.grid = None
@@ -258,7 +260,7 @@ class Classifier(nn.Module):
     def set_extra_state(self, state: Any) -> None:
         """Restore the label names from a state written by :meth:`get_extra_state` (tensor or dict)."""
         meta = _decode_state(state)
-        for key in ("arch", "spatial_dims", "in_channels", "conv", "stem", "stem_stride"):
+        for key in ("arch", "spatial_dims", "in_channels", "conv", "stem", "stem_stride", "dilate_last_stage"):
             if key in meta and meta[key] != getattr(self, key):
                 logger.warning(
                     "loading weights saved from a model with %s=%r into one with %s=%r",
@@ -305,6 +307,7 @@ class Classifier(nn.Module):
             "stem_version": STEM_VERSION,
             "width": self.width,
             "conv": self.conv,
+            "dilate_last_stage": self.dilate_last_stage,
             "patch_size": list(self.patch_size) if self.patch_size is not None else None,
         }
 

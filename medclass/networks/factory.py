@@ -60,6 +60,9 @@ _RESNETS: dict[str, tuple[type[nn.Module], list[int]]] = {
     "resnet101": (ResNetBottleneck, [3, 4, 23, 3]),
     "resnet152": (ResNetBottleneck, [3, 8, 36, 3]),
 }
+MIN_CAM_GRID = 4
+"""``dilate_last_stage="auto"`` dilates CNNs whose last feature grid would have fewer cells than this on a side."""
+
 # (small, medium) upper bounds of the min spatial side for stem="auto"
 _AUTO_STEM_BOUNDS = {2: (48, 128), 3: (16, 64)}
 _VIT_DEFAULTS: dict[str, Any] = {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 8, "num_heads": 6}
@@ -209,6 +212,14 @@ def _densenet_feature_size(side: int, stem: str) -> int:
     return side
 
 
+def _resnet_feature_size(side: int, stem: str) -> int:
+    """Side of ResNet's last feature map (``layer4``) for an input side and stem."""
+    halvings = {"small": 0, "medium": 1, "standard": 2}[stem] + 3  # stem, then layer2..layer4 (3x3, s2, p1)
+    for _ in range(halvings):
+        side = (side - 1) // 2 + 1
+    return side
+
+
 def _check_reserved(family: str, arch_kwargs: dict[str, Any]) -> None:
     for key in arch_kwargs:
         if key in _RESERVED[family]:
@@ -284,6 +295,33 @@ def _build_resnet(
     )
 
 
+def _dilate_last_stage(model: Classifier, family: str) -> None:
+    """Keep the last stage at the previous stage's resolution (DeepLab's output stride 16 -> 8 trick).
+
+    ResNet: ``layer4``'s stride-2 convolutions (first block's 3x3 conv and shortcut) get stride 1 and its other
+    3x3 convolutions dilation 2. DenseNet: ``transition3`` stops pooling and ``denseblock4``'s 3x3 convolutions get
+    dilation 2. Same parameters (checkpoints of either variant load into the other), a last feature grid twice
+    as fine per side for Grad-CAM (8x8 -> 16x16 at 128 px with the medium stem; 3^3 -> 6^3 at 48^3).
+    """
+    bb = model.backbone
+    if family == "resnet":
+        stage = bb.layer4
+        first = stage[0]
+        if first.downsample is not None and not isinstance(first.downsample, nn.Module):
+            raise ValueError("dilate_last_stage needs ResNet shortcut_type 'B' (a strided 1x1 conv shortcut)")
+    else:
+        bb.features.transition3.pool = nn.Identity()
+        stage = bb.features.denseblock4
+    for m in stage.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            if max(m.stride) > 1:
+                m.stride = (1,) * len(m.stride)  # the block that used to down-sample keeps dilation 1
+            elif max(m.kernel_size) > 1:
+                m.dilation = (2,) * len(m.dilation)
+                m.padding = tuple(2 * (k // 2) for k in m.kernel_size)
+    model.dilate_last_stage = True
+
+
 def build_classifier(
     arch: str,
     spatial_dims: int = 2,
@@ -300,6 +338,7 @@ def build_classifier(
     thresholds: float | Sequence[float] | None = None,
     conv: str = "standard",
     inflate: str | None = None,
+    dilate_last_stage: bool = False,
     **arch_kwargs: Any,
 ) -> Classifier:
     """Build an image classifier returning logits ``(B, num_classes)`` for inputs ``(B, C, H, W[, D])``.
@@ -330,6 +369,11 @@ def build_classifier(
             ``"i3d"`` (kernels repeated along depth / kD), ``"center"`` (kernel in the central depth slice) or
             ``"acs"`` (1:1 into ``conv="acs"``), see :func:`~medclass.networks.inflate_2d_to_3d`. A 2D checkpoint
             for a 3D model without ``inflate`` is refused. ``None`` or ``""``: no inflation.
+        dilate_last_stage: CNNs: the last stage does not down-sample (dilated convolutions instead), so its
+            feature grid, the one Grad-CAM maps are computed on, is twice as fine per side (e.g. 6^3 instead of
+            3^3 at 48^3) for about 1.3x (2D) / 1.7x (3D) the training step time of ResNet-18. Same weights.
+            ``"auto"``: dilate where the last grid would otherwise have fewer than :data:`MIN_CAM_GRID` cells on
+            a side (a 2^3 grid cannot even put a map's peak at the centre of the volume); ViT: never.
         **arch_kwargs: passed to the MONAI constructor, e.g. ``growth_rate``/``block_config``/``dropout_prob``
             (DenseNet), ``layers``/``shortcut_type``/``act``/``norm`` (ResNet), ``patch_size``/``hidden_size``/
             ``mlp_dim``/``num_layers``/``num_heads``/``proj_type``/``pos_embed_type``/``dropout_rate``/
@@ -363,6 +407,10 @@ def build_classifier(
     size = normalize_image_size(image_size, spatial_dims) if image_size is not None else None
     inflate = None if inflate == "" else inflate  # "" = none, as for pretrained (bundle configs)
     _check_conv_inflate(arch, spatial_dims, conv, inflate)
+    if not isinstance(dilate_last_stage, bool) and dilate_last_stage != "auto":
+        raise TypeError(f"dilate_last_stage must be True, False or 'auto', got {dilate_last_stage!r}")
+    if dilate_last_stage is True and arch == "vit":
+        raise ValueError("dilate_last_stage applies to CNNs (densenet*/resnet*), not to arch='vit'")
     arch_kwargs = dict(arch_kwargs)
     common = dict(
         arch=arch,
@@ -435,6 +483,11 @@ def build_classifier(
         else:
             backbone = _build_resnet(arch, spatial_dims, in_channels, num_classes, stem, w, arch_kwargs)
             model = ResNetClassifier(backbone, stem=stem, stem_stride=STEM_STRIDE[stem], width=w, **common)
+        if dilate_last_stage == "auto":
+            feature_size = _densenet_feature_size if family == "densenet" else _resnet_feature_size
+            dilate_last_stage = size is not None and min(feature_size(s, stem) for s in size) < MIN_CAM_GRID
+        if dilate_last_stage:
+            _dilate_last_stage(model, family)
         if conv == "acs":
             from medclass.networks.acs import convert_to_acs
 
@@ -445,7 +498,7 @@ def build_classifier(
             make_small_3d_convs_safe(model)
 
     logger.info(
-        "built %s (%dD, %d->%d, image_size=%s, stem=%s, conv=%s): %.2fM parameters",
+        "built %s (%dD, %d->%d, image_size=%s, stem=%s, conv=%s%s): %.2fM parameters",
         arch,
         spatial_dims,
         in_channels,
@@ -453,6 +506,7 @@ def build_classifier(
         size,
         model.stem,
         model.conv,
+        ", dilated last stage" if model.dilate_last_stage else "",
         _num_params(model) / 1e6,
     )
     if pretrained is not None and str(pretrained) != "":

@@ -272,3 +272,107 @@ def test_head_dropout_only_in_training():
     dropped = m.forward_head(feats)
     m.eval()
     assert not torch.allclose(dropped, m.forward_head(feats))
+
+
+@pytest.mark.parametrize(
+    "arch,dims,size,kw",
+    [
+        ("resnet18", 2, 64, {"width": 4}),
+        ("resnet50", 2, 64, {"width": 4}),
+        ("resnet18", 3, 32, {"width": 4}),
+        ("densenet121", 2, 64, SMALL_KW["densenet"]),
+        ("densenet121", 3, 32, SMALL_KW["densenet"]),
+    ],
+)
+def test_dilated_last_stage_doubles_the_cam_grid_with_the_same_weights(arch, dims, size, kw):
+    torch.manual_seed(0)
+    plain = build_classifier(arch, dims, 1, 3, image_size=size, **kw).eval()
+    dil = build_classifier(arch, dims, 1, 3, image_size=size, dilate_last_stage=True, **kw).eval()
+    assert not plain.dilate_last_stage and dil.dilate_last_stage
+    assert {k: v.shape for k, v in plain.state_dict().items() if k != "_extra_state"} == {
+        k: v.shape for k, v in dil.state_dict().items() if k != "_extra_state"
+    }
+    dil.load_state_dict(plain.state_dict(), strict=True)
+    grids = {}
+    for name, model in (("plain", plain), ("dil", dil)):
+        seen = []
+        h = model.get_target_layer().register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(o.shape[2:])))
+        x = torch.randn(2, 1, *(size,) * dims)
+        logits = model(x)
+        h.remove()
+        assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+        grids[name] = seen[0]
+    assert grids["dil"] == tuple(2 * g for g in grids["plain"]), grids
+    # only the last stage changed: the first stages compute the same features from the same weights
+    pre = "backbone.layer3" if arch.startswith("resnet") else "backbone.features.denseblock3"
+    outs = []
+    for model in (plain, dil):
+        h = model.get_submodule(pre).register_forward_hook(lambda m, i, o: outs.append(o))
+        with torch.no_grad():
+            model(x)
+        h.remove()
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_dilated_last_stage_is_recorded_and_a_mismatch_warns(caplog):
+    import logging
+
+    plain = build_classifier("resnet18", 2, 1, 2, image_size=64, width=4)
+    dil = build_classifier("resnet18", 2, 1, 2, image_size=64, width=4, dilate_last_stage=True)
+    assert Classifier.decode_extra_state(dil.state_dict()["_extra_state"])["dilate_last_stage"] is True
+    with caplog.at_level(logging.WARNING, logger="medclass.networks.classifier"):
+        build_classifier("resnet18", 2, 1, 2, image_size=64, width=4, dilate_last_stage=True).load_state_dict(
+            dil.state_dict()
+        )
+    assert "dilate_last_stage" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="medclass.networks.classifier"):
+        dil.load_state_dict(plain.state_dict())
+    assert "dilate_last_stage=False" in caplog.text and "dilate_last_stage=True" in caplog.text
+
+
+def test_dilated_last_stage_errors_and_acs():
+    with pytest.raises(ValueError, match="not to arch='vit'"):
+        build_classifier("vit", 2, 1, 2, image_size=32, dilate_last_stage=True)
+    with pytest.raises(TypeError, match="dilate_last_stage must be True, False or 'auto'"):
+        build_classifier("resnet18", 2, 1, 2, image_size=32, dilate_last_stage="yes")
+    with pytest.raises(ValueError, match="shortcut_type 'B'"):
+        build_classifier("resnet18", 2, 1, 2, image_size=32, width=4, shortcut_type="A", dilate_last_stage=True)
+    acs = build_classifier("resnet18", 3, 1, 2, image_size=16, width=4, conv="acs", dilate_last_stage=True)
+    seen = []
+    acs.get_target_layer().register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(o.shape[2:])))
+    assert acs(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2)
+    assert seen == [(4, 4, 4)]  # small stem (1) x layer2, layer3 (4), layer4 dilated: 16 / 4 (undilated: 2^3)
+
+
+@pytest.mark.parametrize(
+    "arch,dims,size,expected",
+    [
+        ("resnet18", 3, 48, True),  # medium stem: 3^3 -> 6^3
+        ("resnet18", 3, 28, True),  # 2^3: the centre of the volume could never be the map's peak
+        ("resnet18", 3, 64, False),  # 4^3
+        ("resnet18", 2, 128, False),  # 8x8
+        ("resnet18", 2, 28, False),  # small stem: 4x4
+        ("resnet18", 2, (96, 24), True),  # the short side decides: small stem, 3 cells
+        ("densenet121", 3, 48, True),
+        ("densenet121", 2, 64, False),
+        ("vit", 2, 32, False),
+    ],
+)
+def test_dilate_last_stage_auto_follows_the_last_grid(arch, dims, size, expected):
+    kw = SMALL_KW[_family(arch)]
+    model = build_classifier(arch, dims, 1, 2, image_size=size, dilate_last_stage="auto", **kw)
+    assert model.dilate_last_stage is expected
+    if arch != "vit":
+        grids = []
+        for m in (model, build_classifier(arch, dims, 1, 2, image_size=size, dilate_last_stage=False, **kw)):
+            seen = []
+            h = m.get_target_layer().register_forward_hook(lambda mod, i, o, seen=seen: seen.append(min(o.shape[2:])))
+            with torch.no_grad():
+                m(torch.randn(1, 1, *_shape(size, dims)))
+            h.remove()
+            grids.append(seen[0])
+        auto, plain = grids
+        assert (plain < 4) is expected  # dilated exactly where the plain grid is too coarse
+        assert auto == (2 * plain if expected else plain)
+    if arch != "vit":  # without an image size there is no grid to judge: no dilation
+        assert build_classifier(arch, dims, 1, 2, dilate_last_stage="auto", **kw).dilate_last_stage is False
