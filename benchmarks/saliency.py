@@ -3,16 +3,22 @@
     python benchmarks/saliency.py                     # phantoms (trained here) + PneumoniaMNIST / AdrenalMNIST3D
     python benchmarks/saliency.py --model-2d M.pt --model-3d M3.pt --split-seed-2d 1 --split-seed-3d 0
     python benchmarks/saliency.py --tiny               # seconds; checks the script runs (figures meaningless)
+    python benchmarks/saliency.py --set dilate_last_stage=true   # phantom models with other bundle settings
 
 1. Pointing game on the synthetic phantoms with planted findings and masks (the bundles' default data: 2D chest
    phantoms, 3D CT-like volumes). A model is trained by the bundle's train workflow for ``--phantom-epochs``; for
    every test image and every finding present in it, the map for that label "hits" when its maximum lies inside
    the finding's mask (mask taken through the same preprocessing as the image). Share of hits per method, and
-   the energy-based pointing figure: the map's mass inside the mask over the mask's area (1 = a flat map).
+   the energy-based pointing figure: the map's mass inside the mask over the mask's area (1 = a flat map). Also:
+   the hit rate over the maps the saliency handler draws by default (labels predicted positive:
+   ``hit_rate_detected``) and the median distance from the peak to the mask in pixels/voxels (0 for a hit:
+   ``median_peak_to_mask_px``; compare it with the size of a Grad-CAM grid cell).
 2. Deletion test on real data (PneumoniaMNIST 2D, AdrenalMNIST3D 3D; models trained by the bundle with
    benchmarks/quality.py's recipe, ``--epochs-real`` epochs, or given with ``--model-2d/--model-3d``): for test
    images predicted positive, the drop of the target probability when the 10% most salient pixels/voxels are
-   replaced by a blurred copy of the image, against the drop for a random 10% (mean of 3 draws). Ratio per method.
+   replaced by a blurred copy of the image, against the drop for a random 10% (mean of 3 draws): scattered random
+   pixels (``ratio``) and the salient region itself moved to a random place (``ratio_shifted``; as contiguous as
+   the salient region, so the comparison is not between a smooth and a salt-and-pepper change). Ratio per method.
 3. Cost: seconds per image per method, relative to one forward pass (batch of ``--cost-batch`` images).
 
 The last line printed is one JSON object.
@@ -73,6 +79,19 @@ def load_model(wf, path: Path) -> torch.nn.Module:
     return net.eval()
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``["dilate_last_stage=true", "width=16"]`` -> ``{"dilate_last_stage": True, "width": 16}`` (YAML values)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ pointing game
 def peak_position(m: np.ndarray) -> tuple[int, ...]:
     """The map's maximum. Upsampled coarse maps (Grad-CAM: a 4x4 grid at 64 px) have flat maxima; ``argmax`` would
@@ -84,11 +103,13 @@ def peak_position(m: np.ndarray) -> tuple[int, ...]:
 
 
 def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
-                  size: int | None = None, reuse: bool = False) -> dict:
+                  size: int | None = None, reuse: bool = False, settings: dict | None = None) -> dict:
+    from scipy.ndimage import distance_transform_edt
+
     bundle = BUNDLES[dims]
     over = {"bundle_root": str(bundle), "dataset_dir": str(work / f"phantoms{dims}d"),
             "ckpt_dir": str(work / f"models{dims}d"), "output_dir": str(work / f"eval{dims}d"),
-            "log_dir": str(work / f"runs{dims}d"), "progress_bar": False, "resume": False}
+            "log_dir": str(work / f"runs{dims}d"), "progress_bar": False, "resume": False, **(settings or {})}
     if tiny:
         over.update({"image_size": [48] * dims, "width": 8, "phantoms": {"n": 40, "size": 48, "seed": 1,
                      **({"spatial_dims": 3} if dims == 3 else {})}})
@@ -125,9 +146,15 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
            "epochs": "reused model" if reused else epochs,
            "mask_area_mean": round(float(np.mean([c[2].mean() for c in cases])), 4) if cases else None}
     per_label = {}
+    # the maps the saliency handler draws by default: labels predicted positive at the model's thresholds
+    with torch.no_grad():
+        xs = torch.stack([torch.as_tensor(c[0]).float() for c in cases]) if cases else None
+        probs = torch.cat([torch.sigmoid(net(xs[i : i + 8])) for i in range(0, len(cases), 8)]) if cases else None
+    detected = [bool(probs[i, c[1]] >= net.thresholds[c[1]]) for i, c in enumerate(cases)]
+    out["n_detected"] = int(sum(detected))
     for method in METHODS:
         sel = cases if method not in ("occlusion", "smoothgrad") else cases[:n_slow]
-        hits, energy = [], []
+        hits, energy, dists = [], [], []
         for start in range(0, len(sel), 8):
             chunk = sel[start : start + 8]
             x = torch.stack([torch.as_tensor(c[0]).float() for c in chunk])
@@ -137,6 +164,7 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
                 peak = peak_position(mp)
                 hit = bool(c[2][peak])
                 hits.append(hit)
+                dists.append(float(distance_transform_edt(~c[2])[peak]))
                 # energy-based pointing (Score-CAM, Wang et al. 2020): share of the map's mass inside the mask,
                 # over the mask's share of the image (1 = no better than a flat map)
                 total = float(mp.sum())
@@ -144,7 +172,11 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
                     energy.append(float(mp[c[2]].sum()) / total / float(c[2].mean()))
                 if method == "gradcam":
                     per_label.setdefault(labels[c[1]], []).append(hit)
+        hits_det = [h for h, d in zip(hits, detected) if d]
         out[method] = {"hit_rate": round(float(np.mean(hits)), 3) if hits else None, "n": len(hits),
+                       "hit_rate_detected": round(float(np.mean(hits_det)), 3) if hits_det else None,
+                       "n_detected": len(hits_det),
+                       "median_peak_to_mask_px": round(float(np.median(dists)), 1) if dists else None,
                        "energy_in_mask_over_area": round(float(np.mean(energy)), 2) if energy else None}
         print(f"  pointing {dims}D {method:<10} {out[method]}", flush=True)
     out["gradcam_per_label"] = {k: round(float(np.mean(v)), 3) for k, v in per_label.items()}
@@ -160,7 +192,7 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, epochs: int, n_images: int,
-                  n_slow: int, frac: float, tiny: bool) -> dict:
+                  n_slow: int, frac: float, tiny: bool, settings: dict | None = None) -> dict:
     from quality import _npz_setup
 
     root = data_root(required=True)
@@ -172,7 +204,7 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
     recipe = {**RECIPE, **(RECIPE_3D if dims == 3 else {})}
     over = {**recipe, **setup, "split_seed": split_seed, "bundle_root": str(bundle),
             "ckpt_dir": str(work / f"real{dims}d" / "models"), "output_dir": str(work / f"real{dims}d" / "eval"),
-            "log_dir": str(work / f"real{dims}d" / "runs"), "resume": False}
+            "log_dir": str(work / f"real{dims}d" / "runs"), "resume": False, **(settings or {})}
     if tiny:
         over.update({"width": 8})
     train_s = None
@@ -228,9 +260,20 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
             r = r.view(maps.shape).unsqueeze(1).expand_as(x)
             drops_rand.append(p0[:n] - prob(torch.where(r, xb, x)))
         drop_rand = np.mean(drops_rand, axis=0)
-        ds_, dr_ = float(np.mean(drop_sal)), float(np.mean(drop_rand))
+        # second baseline: the same salient region moved to a random place (circular shift per image): as
+        # contiguous as the salient one, so blurring it is as in-distribution; scattered voxels are not (blurring
+        # 10% salt-and-pepper voxels changes the texture everywhere)
+        drops_shift = []
+        for _ in range(3):
+            moved = torch.stack([torch.roll(top[b], shifts=[int(rng.integers(s)) for s in x.shape[2:]],
+                                            dims=list(range(1, x.dim() - 1))) for b in range(n)])
+            drops_shift.append(p0[:n] - prob(torch.where(moved, xb, x)))
+        drop_shift = np.mean(drops_shift, axis=0)
+        ds_, dr_, dm_ = float(np.mean(drop_sal)), float(np.mean(drop_rand)), float(np.mean(drop_shift))
         out[method] = {"salient_drop": round(ds_, 4), "random_drop": round(dr_, 4),
-                       "ratio": round(ds_ / dr_, 2) if dr_ > 1e-6 else None, "n": n}
+                       "ratio": round(ds_ / dr_, 2) if dr_ > 1e-6 else None,
+                       "shifted_drop": round(dm_, 4), "ratio_shifted": round(ds_ / dm_, 2) if dm_ > 1e-6 else None,
+                       "n": n}
         print(f"  deletion {dims}D {method:<10} {out[method]}", flush=True)
     return out, net, x_all
 
@@ -269,6 +312,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--cost-batch", type=int, default=8)
     ap.add_argument("--skip", nargs="*", default=[], choices=["pointing2d", "pointing3d", "deletion2d", "deletion3d"])
     ap.add_argument("--reuse", action="store_true", help="reuse phantom models already in --workdir")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="bundle settings (YAML values) for every model trained or loaded here, e.g. "
+                         "dilate_last_stage=true")
     ap.add_argument("--tiny", action="store_true", help="tiny settings: checks that the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -278,20 +324,21 @@ def main(argv=None) -> dict:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="medclass-saliency-"))
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    result: dict = {"benchmark": "saliency", "methods": METHODS, "workdir": str(work)}
+    settings = parse_settings(args.set)
+    result: dict = {"benchmark": "saliency", "methods": METHODS, "workdir": str(work), "settings": settings}
     for dims in (2, 3):
         if f"pointing{dims}d" not in args.skip:
             print(f"pointing game {dims}D (phantoms, {args.phantom_epochs} epochs)", flush=True)
             result[f"pointing_{dims}d"] = pointing_game(dims, work, args.phantom_epochs, args.n_pointing,
                                                         args.n_slow, args.tiny,
                                                         args.phantom_size_2d if dims == 2 else args.phantom_size_3d,
-                                                        args.reuse)
+                                                        args.reuse, settings)
         if f"deletion{dims}d" not in args.skip:
             print(f"deletion test {dims}D", flush=True)
             model = args.model_2d if dims == 2 else args.model_3d
             seed = args.split_seed_2d if dims == 2 else args.split_seed_3d
             res, net, x = deletion_test(dims, work, model, seed, args.epochs_real, args.n_deletion, args.n_slow,
-                                        args.fraction, args.tiny)
+                                        args.fraction, args.tiny, settings)
             result[f"deletion_{dims}d"] = res
             result[f"cost_{dims}d"] = {"input": list(x.shape[1:]), **cost(net, x[: args.cost_batch])}
             print(f"  cost {dims}D {result[f'cost_{dims}d']}", flush=True)
