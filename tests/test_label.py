@@ -169,6 +169,9 @@ def test_info_lists_both_bundles_as_classification_models(server):
     assert models["cxr_classification"]["labels"] == ["nodule", "effusion", "cardiomegaly", "pneumothorax"]
     assert models["volume_classification"]["type"] == "classification"
     assert models["volume_classification"]["dimension"] == 3
+    # each bundle's own default saliency method (3D: SmoothGrad, see benchmarks/RESULTS.md)
+    assert models["cxr_classification"]["config"]["saliency_method"] == "gradcam"
+    assert models["volume_classification"]["config"]["saliency_method"] == "smoothgrad"
     assert set(info["trainers"]) == {"cxr_classification", "volume_classification"}
     assert info["datastore"]["total"] == 2  # the DICOM is listed too
 

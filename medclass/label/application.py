@@ -11,7 +11,8 @@ Infer (``POST /infer/<bundle name>``, ``params`` form field JSON):
 
 * ``saliency`` (false): also return the saliency map of the top label as the result image (PNG for 2D, NIfTI
   for 3D, on the input's grid);
-* ``saliency_method`` ("gradcam"): any method of :func:`medclass.saliency.saliency_maps`.
+* ``saliency_method`` (the bundle's ``saliency_method``: "gradcam" in 2D, "smoothgrad" in 3D): any method of
+  :func:`medclass.saliency.saliency_maps`.
 
 The JSON result carries every label's ``name``, ``probability``, ``prediction`` (0/1 at the threshold stored in
 the model) and ``threshold``. An image the bundle cannot read is answered with HTTP 422 and the reason.
@@ -110,7 +111,7 @@ class MedclassInferTask(InferTask):
             labels=list(model.label_names),
             dimension=model.spatial_dims,
             description=model.description or f"medclass bundle {model.name}",
-            config={"saliency": False, "saliency_method": "gradcam"},
+            config={"saliency": False, "saliency_method": model.saliency_method},
         )
         self.model = model
         # saliency files go here; MONAI Label deletes each one once it has been sent
@@ -135,7 +136,7 @@ class MedclassInferTask(InferTask):
             saliency = flag(request.get("saliency", False), "saliency")
         except ValueError as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
-        method = str(request.get("saliency_method", "gradcam"))
+        method = str(request.get("saliency_method", self.model.saliency_method))
         try:
             result, saliency_file = self.model.predict(image, saliency=saliency, method=method, out_dir=self.out_dir)
         except InputImageError as e:

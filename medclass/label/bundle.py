@@ -140,6 +140,9 @@ class BundleModel:
         size = parser.get_parsed_content("image_size")
         self.image_size = [int(s) for s in size] if size is not None else None
         self.model_path = Path(parser.get_parsed_content("model_path"))
+        # the bundle's own default saliency method (3D: smoothgrad), "gradcam" for bundles without one
+        self.saliency_method = str(parser.get_parsed_content("saliency_method")) if "saliency_method" in parser \
+            else "gradcam"
         self.max_epochs = int(self.train_config("max_epochs"))
         try:
             import json
@@ -177,7 +180,7 @@ class BundleModel:
         wf.initialize()
         return wf
 
-    def predict(self, image: str | os.PathLike, saliency: bool = False, method: str = "gradcam",
+    def predict(self, image: str | os.PathLike, saliency: bool = False, method: str | None = None,
                 out_dir: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
         """Classify one image with the bundle's ``inference`` workflow.
 
@@ -185,7 +188,8 @@ class BundleModel:
             image: an image file (PNG/JPEG/DICOM for 2D; NIfTI, 3D DICOM or a DICOM series folder for 3D).
             saliency: also write the saliency map of the top label (PNG for 2D, NIfTI for 3D) on the grid of the
                 input image (its shape; for 3D its affine), values 0-255 (PNG) or 0-1 (NIfTI).
-            method: saliency method (see :func:`medclass.saliency.saliency_maps`).
+            method: saliency method (see :func:`medclass.saliency.saliency_maps`); ``None``: the bundle's
+                ``saliency_method`` (:attr:`saliency_method`).
             out_dir: folder for the saliency file (default: a new temporary folder).
 
         Returns:
@@ -200,6 +204,7 @@ class BundleModel:
         from medclass.metrics import decisions
 
         image = Path(image)
+        method = self.saliency_method if method is None else method
         if not self.is_trained():
             raise FileNotFoundError(f"{self.model_path}: the bundle {self.name} has no trained model yet")
         with self._lock, tempfile.TemporaryDirectory(prefix="medclass-infer-") as tmp:

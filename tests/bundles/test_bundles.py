@@ -261,6 +261,7 @@ def test_saliency_workflow_and_evaluate_option_write_maps(bundle, trained, tmp_p
     rows = list(csv.DictReader(open(out / "index.csv")))
     val = {it["id"]: it["image"] for it in wf.parser.get_parsed_content("data").splits["validation"]}
     assert len(rows) == 3 and {r["id"] for r in rows} <= set(val)  # negatives explained: one map per image
+    assert {r["method"] for r in rows} == {"gradcam" if dims == 2 else "smoothgrad"}  # the bundle's default
     for r in rows:
         assert r["label"] in LABELS[bundle.name] and (out / r["png"]).exists()
         if dims == 2:
