@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medclass.networks.safe_conv import TinyInputFp32Mixin
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ACS_AXES", "ACSConv", "acs_split", "convert_to_acs"]
@@ -50,7 +52,7 @@ def _triple(name: str, value: int | Sequence[int]) -> tuple[int, int, int]:
     raise ValueError(f"ACSConv {name} must be an int or 3 ints, got {value!r}")
 
 
-class ACSConv(nn.Module):
+class ACSConv(TinyInputFp32Mixin, nn.Module):
     """A 3D convolution made of three 2D kernels applied in the axial, coronal and sagittal planes.
 
     Behaves like ``nn.Conv3d(in_channels, out_channels, k, stride, padding, dilation, bias=bias)`` on inputs
@@ -138,7 +140,16 @@ class ACSConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve ``(B, in_channels, H, W, D)`` into ``(B, out_channels, H', W', D')`` (``Conv3d`` sizes)."""
+        """Convolve ``(B, in_channels, H, W, D)`` into ``(B, out_channels, H', W', D')`` (``Conv3d`` sizes).
+
+        Under CPU bf16 autocast, inputs whose every side is <= 3 are convolved in fp32 (oneDNN's bf16 weight
+        gradient of a 3x3x1 kernel over 2x2x2 is NaN; :mod:`medclass.networks.safe_conv`).
+        """
+        if not torch.jit.is_scripting() and self._needs_fp32(x):
+            return self._fp32_forward(x)
+        return self._exact_forward(x)
+
+    def _exact_forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias
         outs: list[torch.Tensor] = []
         start = 0
