@@ -299,9 +299,10 @@ def _dilate_last_stage(model: Classifier, family: str) -> None:
     """Keep the last stage at the previous stage's resolution (DeepLab's output stride 16 -> 8 trick).
 
     ResNet: ``layer4``'s stride-2 convolutions (first block's 3x3 conv and shortcut) get stride 1 and its other
-    3x3 convolutions dilation 2. DenseNet: ``transition3`` stops pooling and ``denseblock4``'s 3x3 convolutions get
-    dilation 2. Same parameters (checkpoints of either variant load into the other), a last feature grid twice
-    as fine per side for Grad-CAM (8x8 -> 16x16 at 128 px with the medium stem; 3^3 -> 6^3 at 48^3).
+    3x3 convolutions dilation 2. DenseNet: the last transition (``transition3``) stops pooling and the last dense
+    block's 3x3 convolutions get dilation 2. Same parameters (checkpoints of either variant load into the other),
+    a last feature grid twice as fine per side for Grad-CAM (8x8 -> 16x16 at 128 px with the medium stem; 3^3 ->
+    6^3 at 48^3).
     """
     bb = model.backbone
     if family == "resnet":
@@ -309,9 +310,13 @@ def _dilate_last_stage(model: Classifier, family: str) -> None:
         first = stage[0]
         if first.downsample is not None and not isinstance(first.downsample, nn.Module):
             raise ValueError("dilate_last_stage needs ResNet shortcut_type 'B' (a strided 1x1 conv shortcut)")
-    else:
-        bb.features.transition3.pool = nn.Identity()
-        stage = bb.features.denseblock4
+    else:  # the last transition stops pooling, the last dense block is dilated (any block_config length)
+        names = [n for n, _ in bb.features.named_children()]
+        transitions = [n for n in names if n.startswith("transition")]
+        if not transitions:
+            raise ValueError("dilate_last_stage needs a DenseNet with at least two dense blocks")
+        getattr(bb.features, transitions[-1]).pool = nn.Identity()
+        stage = getattr(bb.features, [n for n in names if n.startswith("denseblock")][-1])
     for m in stage.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             if max(m.stride) > 1:
@@ -338,7 +343,7 @@ def build_classifier(
     thresholds: float | Sequence[float] | None = None,
     conv: str = "standard",
     inflate: str | None = None,
-    dilate_last_stage: bool = False,
+    dilate_last_stage: bool | str = False,
     **arch_kwargs: Any,
 ) -> Classifier:
     """Build an image classifier returning logits ``(B, num_classes)`` for inputs ``(B, C, H, W[, D])``.

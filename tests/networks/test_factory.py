@@ -282,6 +282,7 @@ def test_head_dropout_only_in_training():
         ("resnet18", 3, 32, {"width": 4}),
         ("densenet121", 2, 64, SMALL_KW["densenet"]),
         ("densenet121", 3, 32, SMALL_KW["densenet"]),
+        ("densenet121", 2, 64, {**SMALL_KW["densenet"], "block_config": (2, 2, 2)}),  # 3 blocks: transition2
     ],
 )
 def test_dilated_last_stage_doubles_the_cam_grid_with_the_same_weights(arch, dims, size, kw):
@@ -304,7 +305,11 @@ def test_dilated_last_stage_doubles_the_cam_grid_with_the_same_weights(arch, dim
         grids[name] = seen[0]
     assert grids["dil"] == tuple(2 * g for g in grids["plain"]), grids
     # only the last stage changed: the first stages compute the same features from the same weights
-    pre = "backbone.layer3" if arch.startswith("resnet") else "backbone.features.denseblock3"
+    if arch.startswith("resnet"):
+        pre = "backbone.layer3"
+    else:  # the last transition's conv (its pooling is what the dilated variant drops)
+        last = [n for n, _ in plain.backbone.features.named_children() if n.startswith("transition")][-1]
+        pre = f"backbone.features.{last}.conv"
     outs = []
     for model in (plain, dil):
         h = model.get_submodule(pre).register_forward_hook(lambda m, i, o: outs.append(o))
