@@ -201,21 +201,25 @@ def choose_patch_size(image_size: int | Sequence[int], spatial_dims: int = 2) ->
     return tuple(out)
 
 
+def _after_stem(side: int, stem: str) -> int:
+    """Side after a CNN stem: each stride-2 step (7x7/3x3 conv or 3x3 max-pool, padded) rounds up."""
+    for _ in range(STEM_STRIDE[stem].bit_length() - 1):
+        side = (side - 1) // 2 + 1
+    return side
+
+
 def _densenet_feature_size(side: int, stem: str) -> int:
     """Spatial size of a DenseNet's final feature map along one side."""
-    if stem == "standard":
-        side = (side - 1) // 2 + 1  # 7x7 conv stride 2, padding 3
-    if stem in ("standard", "medium"):
-        side = (side - 1) // 2 + 1  # 3x3 max-pool stride 2, padding 1
-    for _ in range(3):  # transitions: 2x2 average pooling, stride 2
+    side = _after_stem(side, stem)
+    for _ in range(3):  # transitions: 2x2 average pooling, stride 2 (rounds down)
         side //= 2
     return side
 
 
 def _resnet_feature_size(side: int, stem: str) -> int:
     """Side of ResNet's last feature map (``layer4``) for an input side and stem."""
-    halvings = {"small": 0, "medium": 1, "standard": 2}[stem] + 3  # stem, then layer2..layer4 (3x3, s2, p1)
-    for _ in range(halvings):
+    side = _after_stem(side, stem)
+    for _ in range(3):  # layer2..layer4: 3x3 conv stride 2, padding 1 (rounds up)
         side = (side - 1) // 2 + 1
     return side
 
