@@ -4,6 +4,7 @@
     python benchmarks/saliency.py --model-2d M.pt --model-3d M3.pt --split-seed-2d 1 --split-seed-3d 0
     python benchmarks/saliency.py --tiny               # seconds; checks the script runs (figures meaningless)
     python benchmarks/saliency.py --set dilate_last_stage=true   # phantom models with other bundle settings
+    python benchmarks/saliency.py --gradcam-layers backbone.layer3   # + Grad-CAM at other layers, same models
 
 1. Pointing game on the synthetic phantoms with planted findings and masks (the bundles' default data: 2D chest
    phantoms, 3D CT-like volumes). A model is trained by the bundle's train workflow for ``--phantom-epochs``; for
@@ -52,7 +53,10 @@ METHODS = ["gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad"]
 
 
 def method_kwargs(method: str, spatial: tuple[int, ...]) -> dict:
-    """Benchmark settings: occlusion windows of 1/8 (2D) or 1/4 (3D) of the side with half overlap."""
+    """Benchmark settings: occlusion windows of 1/8 (2D) or 1/4 (3D) of the side with half overlap; ``gradcam@L``
+    is Grad-CAM at layer ``L`` (``--gradcam-layers``)."""
+    if method.startswith("gradcam@"):
+        return {"method": "gradcam", "target_layer": method.split("@", 1)[1]}
     if method == "occlusion":
         div = 8 if len(spatial) == 2 else 4
         w = [max(1, s // div) for s in spatial]
@@ -103,7 +107,8 @@ def peak_position(m: np.ndarray) -> tuple[int, ...]:
 
 
 def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
-                  size: int | None = None, reuse: bool = False, settings: dict | None = None) -> dict:
+                  size: int | None = None, reuse: bool = False, settings: dict | None = None,
+                  methods: list[str] = METHODS) -> dict:
     from scipy.ndimage import distance_transform_edt
 
     bundle = BUNDLES[dims]
@@ -145,21 +150,21 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
     out = {"n_maps": len(cases), "train_seconds": None if reused else round(train_s, 1),
            "epochs": "reused model" if reused else epochs,
            "mask_area_mean": round(float(np.mean([c[2].mean() for c in cases])), 4) if cases else None}
-    per_label = {}
     # the maps the saliency handler draws by default: labels predicted positive at the model's thresholds
     with torch.no_grad():
         xs = torch.stack([torch.as_tensor(c[0]).float() for c in cases]) if cases else None
         probs = torch.cat([torch.sigmoid(net(xs[i : i + 8])) for i in range(0, len(cases), 8)]) if cases else None
     detected = [bool(probs[i, c[1]] >= net.thresholds[c[1]]) for i, c in enumerate(cases)]
     out["n_detected"] = int(sum(detected))
-    for method in METHODS:
+    for method in methods:
         sel = cases if method not in ("occlusion", "smoothgrad") else cases[:n_slow]
-        hits, energy, dists = [], [], []
+        hits, energy, dists, per_label = [], [], [], {}
         for start in range(0, len(sel), 8):
             chunk = sel[start : start + 8]
             x = torch.stack([torch.as_tensor(c[0]).float() for c in chunk])
             idx = torch.tensor([[c[1]] for c in chunk])
-            maps = saliency_maps(net, x, targets=idx, method=method, **method_kwargs(method, tuple(x.shape[2:])))
+            kwargs = {"method": method, **method_kwargs(method, tuple(x.shape[2:]))}
+            maps = saliency_maps(net, x, targets=idx, **kwargs)
             for c, mp in zip(chunk, maps[:, 0].numpy()):
                 peak = peak_position(mp)
                 hit = bool(c[2][peak])
@@ -170,16 +175,16 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
                 total = float(mp.sum())
                 if total > 0:
                     energy.append(float(mp[c[2]].sum()) / total / float(c[2].mean()))
-                if method == "gradcam":
-                    per_label.setdefault(labels[c[1]], []).append(hit)
+                per_label.setdefault(labels[c[1]], []).append(hit)
         hits_det = [h for h, d in zip(hits, detected) if d]
         out[method] = {"hit_rate": round(float(np.mean(hits)), 3) if hits else None, "n": len(hits),
                        "hit_rate_detected": round(float(np.mean(hits_det)), 3) if hits_det else None,
                        "n_detected": len(hits_det),
                        "median_peak_to_mask_px": round(float(np.median(dists)), 1) if dists else None,
-                       "energy_in_mask_over_area": round(float(np.mean(energy)), 2) if energy else None}
+                       "energy_in_mask_over_area": round(float(np.mean(energy)), 2) if energy else None,
+                       "per_label": {k: round(float(np.mean(v)), 3) for k, v in per_label.items()}}
         print(f"  pointing {dims}D {method:<10} {out[method]}", flush=True)
-    out["gradcam_per_label"] = {k: round(float(np.mean(v)), 3) for k, v in per_label.items()}
+    out["gradcam_per_label"] = out["gradcam"]["per_label"] if "gradcam" in out else {}
     return out
 
 
@@ -192,7 +197,8 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, epochs: int, n_images: int,
-                  n_slow: int, frac: float, tiny: bool, settings: dict | None = None) -> dict:
+                  n_slow: int, frac: float, tiny: bool, settings: dict | None = None,
+                  methods: list[str] = METHODS) -> dict:
     from quality import _npz_setup
 
     root = data_root(required=True)
@@ -238,11 +244,11 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
             return torch.sigmoid(net(x))[:, 0].numpy()
 
     p0 = prob(x_all)
-    for method in METHODS:
+    for method in methods:
         n = len(xs) if method not in ("occlusion", "smoothgrad") else min(len(xs), n_slow)
         x, xb = x_all[:n], blurred[:n]
-        maps = torch.cat([saliency_maps(net, x[s : s + 32], targets=[0], method=method,
-                                        **method_kwargs(method, tuple(x.shape[2:])))
+        maps = torch.cat([saliency_maps(net, x[s : s + 32], targets=[0],
+                                        **{"method": method, **method_kwargs(method, tuple(x.shape[2:]))})
                           for s in range(0, n, 32)])[:, 0]
         flat = maps.flatten(1)
         k = max(1, int(round(frac * flat.shape[1])))
@@ -278,7 +284,7 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
     return out, net, x_all
 
 
-def cost(net, x: torch.Tensor, repeats: int = 5) -> dict:
+def cost(net, x: torch.Tensor, repeats: int = 5, methods: list[str] = METHODS) -> dict:
     """Median of ``repeats`` timings (the machine is shared: medians resist the other jobs' bursts)."""
     def timed(fn, n: int = repeats) -> float:
         return median_seconds(fn, n, warmup=1) / len(x)
@@ -286,9 +292,9 @@ def cost(net, x: torch.Tensor, repeats: int = 5) -> dict:
     with torch.no_grad():
         fwd = timed(lambda: net(x))
     out = {"forward_s_per_image": round(fwd, 5)}
-    for method in METHODS:
+    for method in methods:
         kw = method_kwargs(method, tuple(x.shape[2:]))
-        s = timed(lambda m=method, k=kw: saliency_maps(net, x, targets=[0], method=m, **k),
+        s = timed(lambda k={"method": method, **kw}: saliency_maps(net, x, targets=[0], **k),
                   1 if method == "occlusion" else repeats)
         out[method] = {"s_per_image": round(s, 4), "x_forward": round(s / fwd, 1)}
     return out
@@ -315,6 +321,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="bundle settings (YAML values) for every model trained or loaded here, e.g. "
                          "dilate_last_stage=true")
+    ap.add_argument("--gradcam-layers", nargs="*", default=[], metavar="LAYER",
+                    help="also Grad-CAM at these layers (reported as gradcam@LAYER), e.g. backbone.layer3")
     ap.add_argument("--tiny", action="store_true", help="tiny settings: checks that the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -325,22 +333,24 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     settings = parse_settings(args.set)
-    result: dict = {"benchmark": "saliency", "methods": METHODS, "workdir": str(work), "settings": settings}
+    methods = METHODS + [f"gradcam@{layer}" for layer in args.gradcam_layers]
+    result: dict = {"benchmark": "saliency", "methods": methods, "workdir": str(work), "settings": settings}
     for dims in (2, 3):
         if f"pointing{dims}d" not in args.skip:
             print(f"pointing game {dims}D (phantoms, {args.phantom_epochs} epochs)", flush=True)
             result[f"pointing_{dims}d"] = pointing_game(dims, work, args.phantom_epochs, args.n_pointing,
                                                         args.n_slow, args.tiny,
                                                         args.phantom_size_2d if dims == 2 else args.phantom_size_3d,
-                                                        args.reuse, settings)
+                                                        args.reuse, settings, methods)
         if f"deletion{dims}d" not in args.skip:
             print(f"deletion test {dims}D", flush=True)
             model = args.model_2d if dims == 2 else args.model_3d
             seed = args.split_seed_2d if dims == 2 else args.split_seed_3d
             res, net, x = deletion_test(dims, work, model, seed, args.epochs_real, args.n_deletion, args.n_slow,
-                                        args.fraction, args.tiny, settings)
+                                        args.fraction, args.tiny, settings, methods)
             result[f"deletion_{dims}d"] = res
-            result[f"cost_{dims}d"] = {"input": list(x.shape[1:]), **cost(net, x[: args.cost_batch])}
+            result[f"cost_{dims}d"] = {"input": list(x.shape[1:]),
+                                       **cost(net, x[: args.cost_batch], methods=methods)}
             print(f"  cost {dims}D {result[f'cost_{dims}d']}", flush=True)
     print(json.dumps(result))
     return result
