@@ -12,7 +12,7 @@ from monai.handlers import ValidationHandler
 from monai.transforms import Activationsd
 
 from medclass.engines import Evaluator, Trainer, resolve_precision
-from medclass.handlers import CheckpointManager, EarlyStopping, MeanAUC, PredictionWriter
+from medclass.handlers import CheckpointManager, EarlyStopping, LrSchedule, MeanAUC, PredictionWriter
 from medclass.losses import MaskedBCEWithLogitsLoss
 
 
@@ -98,6 +98,33 @@ def test_nonfinite_steps_are_skipped_then_raise(tmp_path):
     trainer.max_nonfinite_steps = 3
     with pytest.raises(FloatingPointError, match="3 consecutive"):
         trainer.run()
+
+
+def test_lr_schedule_counts_weight_updates_only(tmp_path):
+    import warnings
+
+    from monai.optimizers import WarmupCosineSchedule
+
+    calls = {"n": 0}
+    base = MaskedBCEWithLogitsLoss()
+
+    def loss(pred, y):  # the first step (and the fourth) goes non-finite
+        calls["n"] += 1
+        return base(pred, y) * (float("nan") if calls["n"] in (1, 4) else 1.0)
+
+    net, trainer, _, _ = make(tmp_path, max_epochs=1, loss=loss)
+    sched = WarmupCosineSchedule(trainer.optimizer, warmup_steps=2, t_total=6)
+    LrSchedule(sched).attach(trainer)
+    stepped = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: stepped.append(e.optimizer_stepped))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run()
+    assert stepped == [False, True, True, False, True, True]
+    assert sched.last_epoch == 4  # one schedule step per weight update
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    with pytest.raises(TypeError, match="step"):
+        LrSchedule(object())
 
 
 def test_checkpoints_and_resume(tmp_path):

@@ -110,6 +110,7 @@ class Trainer(SupervisedTrainer):
         )
         self.fallback_after = int(fallback_after)
         self.nonfinite_steps = 0
+        self.optimizer_stepped = False  # whether the last iteration updated the weights (LrSchedule reads it)
         self.precision_fallbacks = 0
         self._nonfinite_run = 0
         if self.channels_last:
@@ -152,10 +153,14 @@ class Trainer(SupervisedTrainer):
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
         if engine.grad_scaler is not None:
             # the scaler itself skips steps with inf/nan gradients and lowers its scale
+            scale = engine.grad_scaler.get_scale()
             engine.grad_scaler.step(engine.optimizer)
             engine.grad_scaler.update()
-        elif finite:
-            engine.optimizer.step()
+            engine.optimizer_stepped = engine.grad_scaler.get_scale() >= scale
+        else:
+            if finite:
+                engine.optimizer.step()
+            engine.optimizer_stepped = finite
         if finite:
             engine._nonfinite_run = 0
         else:

@@ -7,12 +7,14 @@ from medclass.handlers.evaluation import EvaluationWriter, OperatingPointSelecto
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
+from medclass.handlers.schedule import LrSchedule
 from medclass.handlers.saliency import SaliencyHandler
 
 __all__ = [
     "CheckpointManager",
     "EarlyStopping",
     "EvaluationWriter",
+    "LrSchedule",
     "OperatingPointSelector",
     "MaskedAUCMetric",
     "MaskedAccuracyMetric",
