@@ -235,7 +235,6 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
             break
     x_all = torch.stack(xs)
     blurred = _blur(x_all, sigma=2.0 if dims == 2 else 1.5)
-    rng = np.random.default_rng(0)
     out = {"dataset": name, "model": str(model), "n_images": len(xs), "fraction": frac, "train_seconds": train_s,
            "mean_target_prob": round(float(np.mean(ps)), 4), "replacement": "gaussian blur"}
 
@@ -245,6 +244,7 @@ def deletion_test(dims: int, work: Path, model: Path | None, split_seed: int, ep
 
     p0 = prob(x_all)
     for method in methods:
+        rng = np.random.default_rng(0)  # the same random baselines for every method
         n = len(xs) if method not in ("occlusion", "smoothgrad") else min(len(xs), n_slow)
         x, xb = x_all[:n], blurred[:n]
         maps = torch.cat([saliency_maps(net, x[s : s + 32], targets=[0],

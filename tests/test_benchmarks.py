@@ -121,3 +121,36 @@ def test_augment_benchmark_runs(capsys):
         assert r["shape"] == shape and r["device"] == "cpu"
         assert min(r["sample_s"], r["sample_tail_s"], r["batch_s"], r["batch_all_s"]) > 0
         assert r["sample_over_batch"] == pytest.approx(r["sample_s"] / r["batch_s"], rel=1e-2)
+
+
+def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselines(real_data, tmp_path):
+    """benchmarks/saliency.py --tiny --gradcam-layers: Grad-CAM at a named layer is one more method, scored on
+    the same maps' cases and against the same random deletion baselines as the default layer."""
+    import json
+    import subprocess
+
+    from tests.conftest import need
+
+    need(real_data, "medmnist/pneumoniamnist.npz")
+    need(real_data, "medmnist/adrenalmnist3d.npz")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "saliency.py"), "--tiny", "--workdir",
+                          str(tmp_path), "--gradcam-layers", "backbone.layer4"],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    extra = "gradcam@backbone.layer4"
+    assert out["methods"][-1] == extra
+    for dims in ("2d", "3d"):
+        pointing, deletion = out[f"pointing_{dims}"], out[f"deletion_{dims}"]
+        assert pointing[extra]["n"] == pointing["gradcam"]["n"] == pointing["n_maps"] > 0
+        assert set(pointing[extra]["per_label"]) == set(pointing["gradcam"]["per_label"])
+        # the same scattered random pixels for every method (one seed per method)
+        drops = {deletion[m]["random_drop"] for m in (extra, "gradcam", "vanilla")}
+        assert len(drops) == 1, drops
+        assert out[f"cost_{dims}"][extra]["x_forward"] > 0
+    # layer4 (2^3 at 28^3) and layer3 (4^3) give different maps, so different salient regions
+    assert out["deletion_3d"][extra]["salient_drop"] != out["deletion_3d"]["gradcam"]["salient_drop"]
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "saliency.py"), "--tiny", "--workdir",
+                          str(tmp_path), "--reuse", "--skip", "deletion2d", "deletion3d", "pointing3d",
+                          "--gradcam-layers", "backbone.nope"], capture_output=True, text=True, timeout=900)
+    assert bad.returncode != 0 and "backbone.nope" in bad.stderr and "valid names" in bad.stderr
