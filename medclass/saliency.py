@@ -405,7 +405,7 @@ def saliency_maps(
             grid), ``"occlusion"`` (any model), ``"vanilla"`` / ``"smoothgrad"`` (input gradients, any model) or
             ``"rollout"`` (ViT attention rollout; target independent).
         target_layer: Grad-CAM layer: ``None`` for the model's own (``model.target_layer``: densenet
-            ``features.norm5``, resnet ``layer4``, vit last block ``norm1``), a dotted module name or a module.
+            ``features.norm5``, resnet ``layer3``, vit last block ``norm1``), a dotted module name or a module.
         **method_kwargs: ``occlusion``: ``window`` (int or one per dim; default size/8 in 2D, size/4 in 3D),
             ``stride`` (default window/2), ``baseline`` (``"mean"``, ``"zero"``, ``"min"``), ``chunk`` (images per
             forward, default 64). ``smoothgrad``: ``n_samples`` (16), ``noise`` (0.15 of each image's value range),

@@ -305,8 +305,8 @@ def _dilate_last_stage(model: Classifier, family: str) -> None:
     ResNet: ``layer4``'s stride-2 convolutions (first block's 3x3 conv and shortcut) get stride 1 and its other
     3x3 convolutions dilation 2. DenseNet: the last transition (``transition3``) stops pooling and the last dense
     block's 3x3 convolutions get dilation 2. Same parameters (checkpoints of either variant load into the other),
-    a last feature grid twice as fine per side for Grad-CAM (8x8 -> 16x16 at 128 px with the medium stem; 3^3 ->
-    6^3 at 48^3).
+    a last feature grid twice as fine per side (8x8 -> 16x16 at 128 px with the medium stem; 3^3 -> 6^3 at 48^3):
+    DenseNet's Grad-CAM grid (ResNet's Grad-CAM reads ``layer3``, whose grid this does not change).
     """
     bb = model.backbone
     if family == "resnet":
@@ -379,8 +379,9 @@ def build_classifier(
             ``"acs"`` (1:1 into ``conv="acs"``), see :func:`~medclass.networks.inflate_2d_to_3d`. A 2D checkpoint
             for a 3D model without ``inflate`` is refused. ``None`` or ``""``: no inflation.
         dilate_last_stage: CNNs: the last stage does not down-sample (dilated convolutions instead), so its
-            feature grid, the one Grad-CAM maps are computed on, is twice as fine per side (e.g. 6^3 instead of
-            3^3 at 48^3) for about 1.3x (2D) / 1.7x (3D) the training step time of ResNet-18. Same weights.
+            feature grid is twice as fine per side (e.g. 6^3 instead of 3^3 at 48^3) for about 1.3x (2D) / 1.7x
+            (3D) the training step time of ResNet-18. Same weights. DenseNet's Grad-CAM is computed on that grid;
+            ResNet's on ``layer3`` (already that fine), where the dilated model still scored higher (benchmarks).
             ``"auto"``: dilate where the last grid would otherwise have fewer than :data:`MIN_CAM_GRID` cells on
             a side (a 2^3 grid cannot even put a map's peak at the centre of the volume); ViT: never.
         **arch_kwargs: passed to the MONAI constructor, e.g. ``growth_rate``/``block_config``/``dropout_prob``

@@ -158,7 +158,7 @@ def test_acs_model_torchscript(arch):
 
 def test_acs_gradcam_target_layer_and_gradients():
     m = build_classifier("resnet18", 3, 1, 2, 16, conv="acs", width=4)
-    assert m.get_target_layer() is m.backbone.layer4
+    assert m.get_target_layer() is m.backbone.layer3
     x = torch.randn(2, 1, 16, 16, 16)
     m.train()
     m(x).sum().backward()

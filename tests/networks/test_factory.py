@@ -274,6 +274,13 @@ def test_head_dropout_only_in_training():
     assert not torch.allclose(dropped, m.forward_head(feats))
 
 
+def _last_stage(model):
+    """The CNN's last stage (what ``dilate_last_stage`` changes): ResNet ``layer4``, DenseNet ``features.norm5``."""
+    if hasattr(model.backbone, "layer4"):
+        return model.backbone.layer4
+    return model.get_submodule("backbone.features.norm5")
+
+
 @pytest.mark.parametrize(
     "arch,dims,size,kw",
     [
@@ -285,7 +292,7 @@ def test_head_dropout_only_in_training():
         ("densenet121", 2, 64, {**SMALL_KW["densenet"], "block_config": (2, 2, 2)}),  # 3 blocks: transition2
     ],
 )
-def test_dilated_last_stage_doubles_the_cam_grid_with_the_same_weights(arch, dims, size, kw):
+def test_dilated_last_stage_doubles_the_last_grid_with_the_same_weights(arch, dims, size, kw):
     torch.manual_seed(0)
     plain = build_classifier(arch, dims, 1, 3, image_size=size, **kw).eval()
     dil = build_classifier(arch, dims, 1, 3, image_size=size, dilate_last_stage=True, **kw).eval()
@@ -297,7 +304,7 @@ def test_dilated_last_stage_doubles_the_cam_grid_with_the_same_weights(arch, dim
     grids = {}
     for name, model in (("plain", plain), ("dil", dil)):
         seen = []
-        h = model.get_target_layer().register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(o.shape[2:])))
+        h = _last_stage(model).register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(o.shape[2:])))
         x = torch.randn(2, 1, *(size,) * dims)
         logits = model(x)
         h.remove()
@@ -344,7 +351,7 @@ def test_dilated_last_stage_errors_and_acs():
         build_classifier("resnet18", 2, 1, 2, image_size=32, width=4, shortcut_type="A", dilate_last_stage=True)
     acs = build_classifier("resnet18", 3, 1, 2, image_size=16, width=4, conv="acs", dilate_last_stage=True)
     seen = []
-    acs.get_target_layer().register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(o.shape[2:])))
+    acs.backbone.layer4.register_forward_hook(lambda m, i, o, seen=seen: seen.append(tuple(o.shape[2:])))
     assert acs(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2)
     assert seen == [(4, 4, 4)]  # small stem (1) x layer2, layer3 (4), layer4 dilated: 16 / 4 (undilated: 2^3)
 
@@ -371,7 +378,7 @@ def test_dilate_last_stage_auto_follows_the_last_grid(arch, dims, size, expected
         grids = []
         for m in (model, build_classifier(arch, dims, 1, 2, image_size=size, dilate_last_stage=False, **kw)):
             seen = []
-            h = m.get_target_layer().register_forward_hook(lambda mod, i, o, seen=seen: seen.append(min(o.shape[2:])))
+            h = _last_stage(m).register_forward_hook(lambda mod, i, o, seen=seen: seen.append(min(o.shape[2:])))
             with torch.no_grad():
                 m(torch.randn(1, 1, *_shape(size, dims)))
             h.remove()
