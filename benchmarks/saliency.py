@@ -49,14 +49,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import RECIPE, RECIPE_3D, run_workflow  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-METHODS = ["gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad"]
+METHODS = ["gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad", "gradcam-uniform", "gradcam++-uniform"]
 
 
 def method_kwargs(method: str, spatial: tuple[int, ...]) -> dict:
     """Benchmark settings: occlusion windows of 1/8 (2D) or 1/4 (3D) of the side with half overlap; ``gradcam@L``
-    is Grad-CAM at layer ``L`` (``--gradcam-layers``)."""
+    is Grad-CAM at layer ``L`` (``--gradcam-layers``); ``M-uniform`` is CAM method ``M`` with its grid upsampled
+    as MONAI's CAMs and pytorch-grad-cam do (cells tiling the image evenly), the same-run baseline of medclass's
+    receptive-field placement."""
+    if method.endswith("-uniform"):
+        return {**method_kwargs(method[: -len("-uniform")], spatial), "upsample": "uniform"}
     if method.startswith("gradcam@"):
         return {"method": "gradcam", "target_layer": method.split("@", 1)[1]}
+    if method in ("gradcam", "gradcam++"):
+        return {"method": method}
     if method == "occlusion":
         div = 8 if len(spatial) == 2 else 4
         w = [max(1, s // div) for s in spatial]
@@ -323,6 +329,9 @@ def main(argv=None) -> dict:
                          "dilate_last_stage=true")
     ap.add_argument("--gradcam-layers", nargs="*", default=[], metavar="LAYER",
                     help="also Grad-CAM at these layers (reported as gradcam@LAYER), e.g. backbone.layer3")
+    ap.add_argument("--methods", nargs="*", default=METHODS, metavar="METHOD",
+                    help=f"methods to score (default: {' '.join(METHODS)}); M-uniform = CAM method M upsampled "
+                         "with evenly tiling cells (MONAI / pytorch-grad-cam), the baseline of the default placement")
     ap.add_argument("--tiny", action="store_true", help="tiny settings: checks that the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -333,7 +342,7 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     settings = parse_settings(args.set)
-    methods = METHODS + [f"gradcam@{layer}" for layer in args.gradcam_layers]
+    methods = list(args.methods) + [f"gradcam@{layer}" for layer in args.gradcam_layers]
     result: dict = {"benchmark": "saliency", "methods": methods, "workdir": str(work), "settings": settings}
     for dims in (2, 3):
         if f"pointing{dims}d" not in args.skip:

@@ -13,6 +13,10 @@ What sets it apart from ``monai.visualize`` and pytorch-grad-cam:
   depends on that image only, so one backward pass gives every image's gradient);
 * any label as target (multi-label outputs), not only the arg-max;
 * the CAM is not flipped (high = important), 3D Grad-CAM++ works (all reductions run over every spatial dim);
+* each CAM cell is placed at its receptive field's centre, traced through the network's convolutions and
+  poolings (a padded stride-2 convolution centres output ``j`` on input ``2j``), not where an even tiling of the
+  image would put it: on a ResNet stage of stride 8 the even tiling (``F.interpolate(align_corners=False)``, used
+  by MONAI's CAMs and pytorch-grad-cam) is 3.5 pixels off per axis, enough to miss a thin or small finding;
 * ViT token maps use the patch grid of the model (``image_size // patch_size`` per dim), never a fixed 14x14;
 * the caller's model keeps its train/eval mode, hooks are removed, no ``.grad`` is left on parameters (gradients
   are taken with :func:`torch.autograd.grad`, never ``backward()``).
@@ -38,7 +42,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "saliency_maps", "resolve_targets", "resolve_target_layer", "normalize_maps"]
+__all__ = ["METHODS", "UPSAMPLING", "saliency_maps", "resolve_targets", "resolve_target_layer", "normalize_maps"]
 
 METHODS = ("gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad", "rollout")
 """Saliency methods understood by :func:`saliency_maps` (``rollout`` is ViT only; the CAMs work on ViT tokens)."""
@@ -200,12 +204,101 @@ def _to_spatial(act: torch.Tensor, model: nn.Module, spatial_dims: int, layer_na
     )
 
 
-def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize ``(B, T, *grid)`` to ``(B, T, *size)`` (linear interpolation, centres aligned)."""
+UPSAMPLING = ("receptive-field", "uniform")
+"""How a feature grid is resized to the input: at each cell's receptive-field centre (the default), or assuming
+cells tile the image evenly (``F.interpolate(..., align_corners=False)``, what MONAI's CAMs and pytorch-grad-cam
+do)."""
+
+Geometry = list[tuple[float, float]]
+"""Per spatial dim ``(stride, offset)``: feature cell ``j`` is centred on input index ``offset + stride * j``."""
+
+
+def _per_dim(value: Any, nd: int) -> tuple[float, ...]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * nd
+    value = tuple(float(v) for v in value)
+    return value * nd if len(value) == 1 else value
+
+
+def _is_sliding_window(m: nn.Module) -> bool:
+    """A leaf convolution or pooling window (``nn.ConvNd``, ``nn.MaxPoolNd``, ``nn.AvgPoolNd``, ACSConv, ...)."""
+    if not all(hasattr(m, a) for a in ("kernel_size", "stride", "padding")):
+        return False
+    return not any(_is_sliding_window(c) for c in m.children())
+
+
+@contextlib.contextmanager
+def _trace_geometry(model: nn.Module, x: torch.Tensor):
+    """Record, during one forward pass, where the cells of every feature grid lie in the input.
+
+    Each convolution/pooling window called maps its output cell ``j`` to its input index
+    ``stride * j - padding + dilation * (kernel - 1) / 2``; composed along the forward pass this gives the
+    ``(stride, offset)`` of every grid the network makes, keyed by the grid's spatial shape (parallel branches of
+    one network, e.g. a ResNet block and its strided shortcut, agree on it). Yields the dict, filled after the
+    forward pass.
+
+    Why it matters: a padded stride-2 convolution or max-pool centres output ``j`` on input ``2j``, not on
+    ``2j + 0.5`` as an even tiling would; over a stride-8 ResNet stage the difference is 3.5 pixels (per axis),
+    enough for an upsampled CAM to peak beside a small finding. DenseNet's 2x2 average-pooling transitions and ViT
+    patch embeddings do tile evenly.
+    """
+    nd = x.dim() - 2
+    geo: dict[tuple[int, ...], Geometry] = {tuple(x.shape[2:]): [(1.0, 0.0)] * nd}
+
+    def hook(m, inp, out):
+        xin = inp[0] if isinstance(inp, (tuple, list)) and inp else None
+        if not isinstance(xin, torch.Tensor) or not isinstance(out, torch.Tensor) or xin.dim() != nd + 2:
+            return
+        s_in, s_out = tuple(xin.shape[2:]), tuple(out.shape[2:])
+        g_in = geo.get(s_in)
+        if g_in is None or s_out in geo or out.dim() != nd + 2:
+            return
+        k = _per_dim(m.kernel_size, nd)
+        st = _per_dim(m.stride if m.stride is not None else m.kernel_size, nd)  # pooling: stride None = kernel
+        d = _per_dim(getattr(m, "dilation", 1), nd)
+        pad = m.padding
+        if isinstance(pad, str):  # 'same' centres each output on its input position, 'valid' has none
+            pad = [di * (ki - 1) / 2 for di, ki in zip(d, k)] if pad == "same" else [0.0] * nd
+        p = _per_dim(pad, nd)
+        geo[s_out] = [
+            (gs * si, go + gs * (di * (ki - 1) / 2 - pi)) for (gs, go), si, di, ki, pi in zip(g_in, st, d, k, p)
+        ]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if _is_sliding_window(m)]
+    try:
+        yield geo
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _upsample(maps: torch.Tensor, size: Sequence[int], geometry: Geometry | None = None) -> torch.Tensor:
+    """Resize ``(B, T, *grid)`` to ``(B, T, *size)`` by linear interpolation.
+
+    Args:
+        maps: maps on a feature grid.
+        size: the input's spatial size.
+        geometry: per dim ``(stride, offset)`` of the grid's cells in the input (:func:`_trace_geometry`); the
+            value at input index ``i`` is interpolated at grid position ``(i - offset) / stride``, constant beyond
+            the outer cells' centres. ``None``: cells tile the input evenly (``align_corners=False``).
+    """
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
-    return F.interpolate(maps, size=tuple(int(s) for s in size), mode=mode, align_corners=False)
+    if geometry is None:
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        return F.interpolate(maps, size=tuple(int(s) for s in size), mode=mode, align_corners=False)
+    out = maps
+    for axis, (n_out, (stride, offset)) in enumerate(zip(size, geometry)):
+        dim = axis + 2
+        n_in = out.shape[dim]
+        pos = ((torch.arange(int(n_out), dtype=torch.float64, device=maps.device) - offset) / stride).clamp(
+            0, n_in - 1
+        )
+        i0 = pos.floor().long().clamp(0, n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        w = (pos - i0).to(out.dtype).view([-1 if a == dim else 1 for a in range(out.dim())])
+        out = out.index_select(dim, i0) * (1 - w) + out.index_select(dim, i1) * w
+    return out
 
 
 def _gather_scores(logits: torch.Tensor, idx: torch.Tensor, t: int) -> torch.Tensor:
@@ -223,7 +316,8 @@ def _cam(model, x, targets, layer, plus: bool, spatial_dims: int):
 
     handle = module.register_forward_hook(hook)
     try:
-        logits = model(x)
+        with _trace_geometry(model, x) as geo:
+            logits = model(x)
     finally:
         handle.remove()
     if "act" not in store:
@@ -248,7 +342,11 @@ def _cam(model, x, targets, layer, plus: bool, spatial_dims: int):
         else:
             w = g.mean(dim=red, keepdim=True)
         cams.append(F.relu((w * spatial_act).sum(dim=1)))
-    return torch.stack(cams, dim=1), logits.detach(), idx
+    geometry = geo.get(tuple(spatial_act.shape[2:]))
+    if geometry is None and tuple(spatial_act.shape[2:]) != tuple(x.shape[2:]):
+        logger.debug("no convolution/pooling made the %s grid of %r: upsampling it uniformly",
+                     tuple(spatial_act.shape[2:]), name)
+    return torch.stack(cams, dim=1), logits.detach(), idx, geometry
 
 
 def _input_gradients(model, x, targets, n_samples: int, noise: float, seed: int | None):
@@ -406,7 +504,11 @@ def saliency_maps(
             ``"rollout"`` (ViT attention rollout; target independent).
         target_layer: Grad-CAM layer: ``None`` for the model's own (``model.target_layer``: densenet
             ``features.norm5``, resnet ``layer3``, vit last block ``norm1``), a dotted module name or a module.
-        **method_kwargs: ``occlusion``: ``window`` (int or one per dim; default size/8 in 2D, size/4 in 3D),
+        **method_kwargs: ``gradcam``/``gradcam++``: ``upsample``, how the layer's grid is resized to the input:
+            ``"receptive-field"`` (default: each cell's value is placed at its receptive field's centre, traced
+            through the network's convolutions and poolings) or ``"uniform"`` (cells tile the input evenly, as in
+            MONAI's CAMs and pytorch-grad-cam; off by half a stride minus half a pixel per axis on ResNets).
+            ``occlusion``: ``window`` (int or one per dim; default size/8 in 2D, size/4 in 3D),
             ``stride`` (default window/2), ``baseline`` (``"mean"``, ``"zero"``, ``"min"``), ``chunk`` (images per
             forward, default 64). ``smoothgrad``: ``n_samples`` (16), ``noise`` (0.15 of each image's value range),
             ``seed`` (0). ``rollout``: ``discard_ratio`` (0.0), ``head_fusion`` (``"mean"`` or ``"max"``).
@@ -433,8 +535,8 @@ def saliency_maps(
             f"images must be (B, C, *spatial) with {spatial_dims} spatial dims, got shape {tuple(images.shape)}"
         )
     allowed = {
-        "gradcam": set(),
-        "gradcam++": set(),
+        "gradcam": {"upsample"},
+        "gradcam++": {"upsample"},
         "occlusion": {"window", "stride", "baseline", "chunk"},
         "vanilla": set(),
         "smoothgrad": {"n_samples", "noise", "seed"},
@@ -445,17 +547,23 @@ def saliency_maps(
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {sorted(allowed)}")
     if target_layer is not None and method not in ("gradcam", "gradcam++"):
         logger.debug("target_layer is ignored by method %s", method)
+    upsample = str(method_kwargs.get("upsample", "receptive-field"))
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"upsample must be one of {list(UPSAMPLING)}, got {upsample!r}")
     size = tuple(images.shape[2:])
     param = next(model.parameters(), None)
     x = _plain(images).detach().to(dtype=torch.float32)
     if param is not None:
         x = x.to(param.device)
     x = x.clone()
+    geometry = None
     with _model_state(model):
         if method in ("gradcam", "gradcam++"):
             layer = resolve_target_layer(model, target_layer)
             x.requires_grad_(True)
-            raw, _, _ = _cam(model, x, targets, layer, method == "gradcam++", spatial_dims)
+            raw, _, _, geometry = _cam(model, x, targets, layer, method == "gradcam++", spatial_dims)
+            if upsample == "uniform":
+                geometry = None
         elif method == "vanilla":
             raw, _, _ = _input_gradients(model, x, targets, 1, 0.0, None)
         elif method == "smoothgrad":
@@ -482,5 +590,5 @@ def saliency_maps(
             if fusion not in ("mean", "max"):
                 raise ValueError(f"head_fusion must be 'mean' or 'max', got {fusion!r}")
             raw, _, _ = _rollout(model, x, targets, float(method_kwargs.get("discard_ratio", 0.0)), fusion)
-        maps = normalize_maps(_upsample(raw.detach().float(), size))
+        maps = normalize_maps(_upsample(raw.detach().float(), size, geometry))
     return maps.cpu().contiguous()

@@ -150,6 +150,12 @@ def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselin
         assert out[f"cost_{dims}"][extra]["x_forward"] > 0
     # layer4 (2^3 at 28^3) and layer3 (4^3) give different maps, so different salient regions
     assert out["deletion_3d"][extra]["salient_drop"] != out["deletion_3d"]["gradcam"]["salient_drop"]
+    # the evenly tiled upsampling (MONAI / pytorch-grad-cam) is scored by default as the same-run baseline of
+    # the receptive-field placement: same cases, other maps
+    for base in ("gradcam", "gradcam++"):
+        assert f"{base}-uniform" in out["methods"]
+        assert out["pointing_3d"][f"{base}-uniform"]["n"] == out["pointing_3d"][base]["n"]
+        assert out["deletion_3d"][f"{base}-uniform"]["salient_drop"] != out["deletion_3d"][base]["salient_drop"]
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "saliency.py"), "--tiny", "--workdir",
                           str(tmp_path), "--reuse", "--skip", "deletion2d", "deletion3d", "pointing3d",
                           "--gradcam-layers", "backbone.nope"], capture_output=True, text=True, timeout=900)
