@@ -112,3 +112,54 @@ def test_handler_3d_nifti_keeps_affine_and_non_cubic_shape(tmp_path):
         assert np.allclose(img.affine, affine, atol=1e-4)  # opens aligned with the input file
         data = img.get_fdata()
         assert 0 <= data.min() and data.max() <= 1  # an untrained net may give an all-zero Grad-CAM
+
+
+class _BNNet(torch.nn.Module):
+    """conv -> BatchNorm -> ReLU -> mean -> linear, with the temperature buffer medclass classifiers carry."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 2)
+        self.label_names = ["a", "b"]
+        self.spatial_dims = 2
+        self.register_buffer("temperature", torch.full((1,), 2.0))
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("engine_gives_preds", [True, False])
+def test_probabilities_are_the_evaluators_when_max_images_cuts_a_batch(tmp_path, engine_gives_preds):
+    """The probability written with each map (title, index.csv) is the evaluator's: eval mode and the stored
+    temperature, also for a batch that max_images cuts short and for engines whose output has no predictions.
+    (MONAI's evaluator puts the network back in train mode after each iteration, where BatchNorm would use the
+    batch's own statistics.)"""
+    torch.manual_seed(0)
+    net = _BNNet()
+    images = torch.randn(4, 1, 16, 16) * 3 + 1
+    with torch.no_grad():  # running statistics unlike any batch's, so train mode would show
+        net.bn.running_mean.fill_(-0.5)
+        net.bn.running_var.fill_(0.25)
+        net.eval()
+        want = torch.sigmoid(net(images) / 2.0)
+    assert float(want[:, 1].max() - want[:, 1].min()) > 0.01  # distinct per image: a mix-up would show
+    net.train()  # as the evaluator leaves it
+
+    def step(engine, batch):
+        net.eval()
+        with torch.no_grad():
+            p = torch.sigmoid(net(batch["image"]) / 2.0)
+        net.train()
+        return {"pred": p} if engine_gives_preds else {}
+
+    eng = Engine(step)
+    h = SaliencyHandler(tmp_path / "out", net, method="vanilla", targets=["b"], max_images=3)
+    h.attach(eng)
+    eng.run([{"image": images[:2], "id": ["i0", "i1"]}, {"image": images[2:], "id": ["i2", "i3"]}])
+    rows = list(csv.DictReader(open(tmp_path / "out" / "saliency" / "index.csv")))
+    assert [r["id"] for r in rows] == ["i0", "i1", "i2"]
+    got = [float(r["probability"]) for r in rows]
+    assert got == pytest.approx(want[:3, 1].tolist(), abs=1e-5)
+    assert all(m.training for m in net.modules())  # the caller's mode is left as it was

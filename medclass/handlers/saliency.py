@@ -25,6 +25,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from medclass.saliency import METHODS, saliency_maps
+from medclass.transforms.post import Probabilitiesd
 
 logger = logging.getLogger(__name__)
 
@@ -249,13 +250,28 @@ class SaliencyHandler:
         elif isinstance(out, (list, tuple)) and out and isinstance(out[0], dict) and "pred" in out[0]:
             preds = [o["pred"] for o in out]
         if preds is not None:
-            p = np.stack([np.asarray(torch.as_tensor(v).detach().float().cpu()).reshape(-1) for v in preds])
-            if p.shape == (images.shape[0], len(self.label_names)):
-                return p
-        with torch.no_grad():  # no usable output: compute the probabilities
-            logits = self.network(torch.as_tensor(images).float())
-        act = torch.softmax if self.task == "multiclass" else lambda x, dim: torch.sigmoid(x)
-        return act(logits.float(), dim=1).cpu().numpy()
+            if isinstance(preds, torch.Tensor) and preds.dim() == 2:
+                p = preds.detach().float().cpu().numpy()
+            else:
+                p = np.stack([np.asarray(torch.as_tensor(v).detach().float().cpu()).reshape(-1) for v in preds])
+            # ``images`` may be the first rows of the batch only (max_images): their predictions are the first rows
+            if p.ndim == 2 and p.shape[0] >= images.shape[0] and p.shape[1] == len(self.label_names):
+                return p[: images.shape[0]]
+        # no usable output: compute the probabilities as the evaluator does, in eval mode (the evaluator puts the
+        # network back in its previous mode after each iteration, often train mode: BatchNorm would then use the
+        # batch's statistics) and with the temperature stored in the model
+        net = self.network
+        modes = {m: m.training for m in net.modules()}
+        net.eval()
+        try:
+            device = next(net.parameters()).device
+            with torch.no_grad():
+                logits = net(torch.as_tensor(images).float().to(device))
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+        probs = Probabilitiesd("pred", task=self.task, network=net)({"pred": logits.float()})["pred"]
+        return probs.cpu().numpy()
 
     def _ids(self, ids: list, n: int) -> list[str]:
         if len(ids) != n or any(i is None or str(i) == "" for i in ids):
