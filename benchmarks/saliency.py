@@ -112,21 +112,39 @@ def peak_position(m: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in top[np.argmin(((top - centre) ** 2).sum(axis=1))])
 
 
+def gradcam_cell_centres(net, x: torch.Tensor) -> list[np.ndarray]:
+    """Per axis, the input indices (rounded) of the cell centres of the model's default Grad-CAM layer."""
+    from medclass.saliency import _trace_geometry
+
+    store = {}
+    handle = net.get_target_layer().register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
+    try:
+        with torch.no_grad(), _trace_geometry(net, x) as geo:
+            net(x)
+    finally:
+        handle.remove()
+    grid = tuple(store["a"].shape[2:])
+    if grid not in geo:
+        grid = tuple(net.grid)
+    return [np.unique(np.clip(np.round(off + stride * np.arange(g)).astype(int), 0, n - 1))
+            for g, n, (stride, off) in zip(grid, x.shape[2:], geo[grid])]
+
+
 def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
                   size: int | None = None, reuse: bool = False, settings: dict | None = None,
-                  methods: list[str] = METHODS) -> dict:
+                  methods: list[str] = METHODS, heldout_seed: int | None = None) -> dict:
     from scipy.ndimage import distance_transform_edt
 
     bundle = BUNDLES[dims]
     over = {"bundle_root": str(bundle), "dataset_dir": str(work / f"phantoms{dims}d"),
             "ckpt_dir": str(work / f"models{dims}d"), "output_dir": str(work / f"eval{dims}d"),
             "log_dir": str(work / f"runs{dims}d"), "progress_bar": False, "resume": False, **(settings or {})}
+    import yaml
+
     if tiny:
         over.update({"image_size": [48] * dims, "width": 8, "phantoms": {"n": 40, "size": 48, "seed": 1,
                      **({"spatial_dims": 3} if dims == 3 else {})}})
     elif size:  # the bundle's phantom set (n, seed) at another size
-        import yaml
-
         ph = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["phantoms"]
         over.update({"image_size": [size] * dims, "phantoms": {**ph, "size": size}})
     t0 = time.time()
@@ -136,11 +154,20 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
     train_s = time.time() - t0
     wf = load_workflow(bundle, over)
     net = load_model(wf, work / f"models{dims}d" / "model.pt")
+    if heldout_seed is not None:
+        # a phantom set the model never saw (another seed, same size and count); every image of it is scored
+        ph = over.get("phantoms") or yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["phantoms"]
+        if int(ph.get("seed", 0)) == int(heldout_seed):
+            raise SystemExit(f"--heldout-seed {heldout_seed} is the training phantoms' seed")
+        wf = load_workflow(bundle, {**over, "dataset_dir": str(work / f"phantoms{dims}d_seed{heldout_seed}"),
+                                    "phantoms": {**ph, "seed": int(heldout_seed)}})
     data = wf.parser.get_parsed_content("data")
     pre = wf.parser.get_parsed_content("preprocessing")
     labels = list(net.label_names)
     cases = []  # (image tensor, label index, mask bool array)
-    for it in data.splits["test"]:
+    items = data.splits["test"] if heldout_seed is None else [it for split in ("training", "validation", "test")
+                                                              for it in data.splits[split]]
+    for it in items:
         present = [k for k, n in enumerate(labels) if it["label"][k] == 1 and it.get(f"mask_{n}")]
         if not present:
             continue
@@ -154,6 +181,7 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
             break
     cases = cases[:n_images]
     out = {"n_maps": len(cases), "train_seconds": None if reused else round(train_s, 1),
+           "phantoms": "test split" if heldout_seed is None else f"held-out set, seed {heldout_seed}",
            "epochs": "reused model" if reused else epochs,
            "mask_area_mean": round(float(np.mean([c[2].mean() for c in cases])), 4) if cases else None}
     # the maps the saliency handler draws by default: labels predicted positive at the model's thresholds
@@ -162,6 +190,20 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
         probs = torch.cat([torch.sigmoid(net(xs[i : i + 8])) for i in range(0, len(cases), 8)]) if cases else None
     detected = [bool(probs[i, c[1]] >= net.thresholds[c[1]]) for i, c in enumerate(cases)]
     out["n_detected"] = int(sum(detected))
+    # the most a map that peaks on a Grad-CAM cell centre can score: the share of masks holding a cell centre of
+    # the default Grad-CAM layer's grid (bilinear upsampling peaks on a cell centre; a finding smaller than the
+    # cell spacing and between centres cannot be hit)
+    if cases and any(m.startswith("gradcam") for m in methods):
+        centres = gradcam_cell_centres(net, torch.as_tensor(cases[0][0]).float()[None])
+        inside = [bool(c[2][np.ix_(*centres)].any()) for c in cases]
+        per = {}
+        for c, hit in zip(cases, inside):
+            per.setdefault(labels[c[1]], []).append(hit)
+        out["gradcam_grid_bound"] = {"hit_rate": round(float(np.mean(inside)), 3),
+                                     "per_label": {k: round(float(np.mean(v)), 3) for k, v in per.items()},
+                                     "cell_spacing": [int(round(float(np.diff(c).mean()))) if len(c) > 1 else None
+                                                      for c in centres]}
+        print(f"  pointing {dims}D Grad-CAM grid bound {out['gradcam_grid_bound']}", flush=True)
     for method in methods:
         sel = cases if method not in ("occlusion", "smoothgrad") else cases[:n_slow]
         hits, energy, dists, per_label = [], [], [], {}
@@ -324,6 +366,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cost-batch", type=int, default=8)
     ap.add_argument("--skip", nargs="*", default=[], choices=["pointing2d", "pointing3d", "deletion2d", "deletion3d"])
     ap.add_argument("--reuse", action="store_true", help="reuse phantom models already in --workdir")
+    ap.add_argument("--heldout-seed", type=int, help="score the pointing game on a new phantom set made with this "
+                                                      "seed (all its images) instead of the test split")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="bundle settings (YAML values) for every model trained or loaded here, e.g. "
                          "dilate_last_stage=true")
@@ -350,7 +394,7 @@ def main(argv=None) -> dict:
             result[f"pointing_{dims}d"] = pointing_game(dims, work, args.phantom_epochs, args.n_pointing,
                                                         args.n_slow, args.tiny,
                                                         args.phantom_size_2d if dims == 2 else args.phantom_size_3d,
-                                                        args.reuse, settings, methods)
+                                                        args.reuse, settings, methods, args.heldout_seed)
         if f"deletion{dims}d" not in args.skip:
             print(f"deletion test {dims}D", flush=True)
             model = args.model_2d if dims == 2 else args.model_3d
