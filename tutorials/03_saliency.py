@@ -14,7 +14,7 @@ How to read a map:
   stored thresholds, so a negative image gets no map unless ``--saliency_negatives true``;
 * Grad-CAM is coarse (the resolution of the last CNN stage, upsampled): it says *which region*, not which pixel;
   gradients (vanilla, SmoothGrad) are sharp but noisy; occlusion is model-agnostic and slow;
-* measured on the bundles' default models (benchmarks/RESULTS.md): in 2D 93-95% of Grad-CAM maps peak inside the
+* measured on the bundles' default models (benchmarks/RESULTS.md): in 2D 90-95% of Grad-CAM maps peak inside the
   planted finding (thin pneumothorax crescents included); in 3D Grad-CAM's 6^3 grid (cells 8 voxels apart) finds
   masses but cannot point at a 2-voxel calcification, while gradients can, so this tutorial draws 3D maps with
   SmoothGrad;
