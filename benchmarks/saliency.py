@@ -43,7 +43,7 @@ BUNDLES = {2: ROOT / "bundles" / "cxr_classification", 3: ROOT / "bundles" / "vo
 sys.path.insert(0, str(ROOT))
 
 from medclass import data_root  # noqa: E402
-from medclass.saliency import saliency_maps  # noqa: E402
+from medclass.saliency import cell_centres, saliency_maps  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import RECIPE, RECIPE_3D, run_workflow  # noqa: E402
@@ -112,24 +112,6 @@ def peak_position(m: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in top[np.argmin(((top - centre) ** 2).sum(axis=1))])
 
 
-def gradcam_cell_centres(net, x: torch.Tensor) -> list[np.ndarray]:
-    """Per axis, the input indices (rounded) of the cell centres of the model's default Grad-CAM layer."""
-    from medclass.saliency import _trace_geometry
-
-    store = {}
-    handle = net.get_target_layer().register_forward_hook(lambda _m, _i, o: store.__setitem__("a", o))
-    try:
-        with torch.no_grad(), _trace_geometry(net, x) as geo:
-            net(x)
-    finally:
-        handle.remove()
-    grid = tuple(store["a"].shape[2:])
-    if grid not in geo:
-        grid = tuple(net.grid)
-    return [np.unique(np.clip(np.round(off + stride * np.arange(g)).astype(int), 0, n - 1))
-            for g, n, (stride, off) in zip(grid, x.shape[2:], geo[grid])]
-
-
 def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
                   size: int | None = None, reuse: bool = False, settings: dict | None = None,
                   methods: list[str] = METHODS, heldout_seed: int | None = None) -> dict:
@@ -194,7 +176,9 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
     # the default Grad-CAM layer's grid (bilinear upsampling peaks on a cell centre; a finding smaller than the
     # cell spacing and between centres cannot be hit)
     if cases and any(m.startswith("gradcam") for m in methods):
-        centres = gradcam_cell_centres(net, torch.as_tensor(cases[0][0]).float()[None])
+        x0 = torch.as_tensor(cases[0][0]).float()[None]
+        centres = [np.unique(np.clip(np.round(c).astype(int), 0, n - 1))
+                   for c, n in zip(cell_centres(net, x0), x0.shape[2:])]
         inside = [bool(c[2][np.ix_(*centres)].any()) for c in cases]
         per = {}
         for c, hit in zip(cases, inside):

@@ -42,7 +42,10 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "UPSAMPLING", "saliency_maps", "resolve_targets", "resolve_target_layer", "normalize_maps"]
+__all__ = [
+    "METHODS", "UPSAMPLING", "saliency_maps", "cell_centres", "resolve_targets", "resolve_target_layer",
+    "normalize_maps",
+]
 
 METHODS = ("gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad", "rollout")
 """Saliency methods understood by :func:`saliency_maps` (``rollout`` is ViT only; the CAMs work on ViT tokens)."""
@@ -270,6 +273,34 @@ def _trace_geometry(model: nn.Module, x: torch.Tensor):
     finally:
         for h in handles:
             h.remove()
+
+
+def cell_centres(
+    model: nn.Module, images: torch.Tensor, target_layer: str | nn.Module | None = None
+) -> list[list[float]]:
+    """Per spatial dim, the input index on which each cell of the Grad-CAM layer's grid is centred.
+
+    Args:
+        model: the classifier.
+        images: an input ``(B, C, *spatial)`` of the size the maps are for (one image is enough).
+        target_layer: as for :func:`saliency_maps` (``None``: the model's own).
+
+    Returns:
+        One list per spatial dim: ``offset + stride * j`` for every cell ``j`` (the grid placement Grad-CAM uses).
+    """
+    name, module = resolve_target_layer(model, target_layer)
+    nd = images.dim() - 2
+    store: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_hook(lambda _m, _i, out: store.__setitem__("act", out))
+    try:
+        with _model_state(model), torch.no_grad(), _trace_geometry(model, images) as geo:
+            model(_plain(images).float())
+    finally:
+        handle.remove()
+    act = store["act"][0] if isinstance(store["act"], (tuple, list)) else store["act"]
+    grid = tuple(act.shape[2:]) if act.dim() == nd + 2 else tuple(getattr(model, "grid", None) or ())
+    geometry = geo.get(grid) or [((s / g), (s / g - 1) / 2) for s, g in zip(images.shape[2:], grid)]
+    return [[off + stride * j for j in range(g)] for g, (stride, off) in zip(grid, geometry)]
 
 
 def _upsample(maps: torch.Tensor, size: Sequence[int], geometry: Geometry | None = None) -> torch.Tensor:

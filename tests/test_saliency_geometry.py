@@ -205,3 +205,16 @@ def test_vit_patch_grid_tiles_evenly_so_both_modes_agree():
     a = saliency_maps(model, x, targets=[0], method="gradcam")
     b = saliency_maps(model, x, targets=[0], method="gradcam", upsample="uniform")
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_cell_centres_are_the_traced_placement():
+    """The public helper gives the cell centres Grad-CAM upsamples from: 8j on ResNet's layer3 (not 8j + 3.5), and
+    the patch centres of a ViT."""
+    model = build_classifier("resnet18", 2, 1, 2, image_size=(128, 96), width=4).eval()  # medium stem: stride 8
+    from medclass.saliency import cell_centres
+
+    want = [[8.0 * j for j in range(16)], [8.0 * j for j in range(12)]]
+    assert cell_centres(model, torch.randn(1, 1, 128, 96)) == want
+    vit = build_classifier("vit", 2, 1, 2, image_size=(32, 48), patch_size=(8, 16), hidden_size=32, mlp_dim=64,
+                           num_layers=1, num_heads=2).eval()
+    assert cell_centres(vit, torch.randn(1, 1, 32, 48)) == [[3.5, 11.5, 19.5, 27.5], [7.5, 23.5, 39.5]]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from medclass.saliency import METHODS, saliency_maps
+from medclass.saliency import METHODS, _model_state, saliency_maps
 from medclass.transforms.post import Probabilitiesd
 
 logger = logging.getLogger(__name__)
@@ -261,15 +261,8 @@ class SaliencyHandler:
         # network back in its previous mode after each iteration, often train mode: BatchNorm would then use the
         # batch's statistics) and with the temperature stored in the model
         net = self.network
-        modes = {m: m.training for m in net.modules()}
-        net.eval()
-        try:
-            device = next(net.parameters()).device
-            with torch.no_grad():
-                logits = net(torch.as_tensor(images).float().to(device))
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
+        with _model_state(net), torch.no_grad():
+            logits = net(torch.as_tensor(images).float().to(next(net.parameters()).device))
         probs = Probabilitiesd("pred", task=self.task, network=net)({"pred": logits.float()})["pred"]
         return probs.cpu().numpy()
 
