@@ -112,17 +112,20 @@ def peak_position(m: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in top[np.argmin(((top - centre) ** 2).sum(axis=1))])
 
 
-def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
-                  size: int | None = None, reuse: bool = False, settings: dict | None = None,
-                  methods: list[str] = METHODS, heldout_seed: int | None = None) -> dict:
-    from scipy.ndimage import distance_transform_edt
+def phantom_cases(dims: int, work: Path, epochs: int, n_images: int, tiny: bool, size: int | None = None,
+                  reuse: bool = False, settings: dict | None = None, heldout_seed: int | None = None):
+    """Train (or reuse) the phantom model in ``work`` and collect up to ``n_images`` pointing-game cases.
+
+    Returns ``(net, labels, cases, info)``: ``cases`` are ``(image tensor, label index, mask bool array)`` for every
+    finding present in a test image (or, with ``heldout_seed``, in any image of a new phantom set made with that
+    seed), the mask taken through the image's preprocessing; ``info`` says what was trained and scored.
+    """
+    import yaml
 
     bundle = BUNDLES[dims]
     over = {"bundle_root": str(bundle), "dataset_dir": str(work / f"phantoms{dims}d"),
             "ckpt_dir": str(work / f"models{dims}d"), "output_dir": str(work / f"eval{dims}d"),
             "log_dir": str(work / f"runs{dims}d"), "progress_bar": False, "resume": False, **(settings or {})}
-    import yaml
-
     if tiny:
         over.update({"image_size": [48] * dims, "width": 8, "phantoms": {"n": 40, "size": 48, "seed": 1,
                      **({"spatial_dims": 3} if dims == 3 else {})}})
@@ -161,10 +164,43 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
                 cases.append((img, k, m > lo + 0.5 * (hi - lo)))
         if len(cases) >= n_images:
             break
-    cases = cases[:n_images]
-    out = {"n_maps": len(cases), "train_seconds": None if reused else round(train_s, 1),
-           "phantoms": "test split" if heldout_seed is None else f"held-out set, seed {heldout_seed}",
-           "epochs": "reused model" if reused else epochs,
+    info = {"train_seconds": None if reused else round(train_s, 1),
+            "phantoms": "test split" if heldout_seed is None else f"held-out set, seed {heldout_seed}",
+            "epochs": "reused model" if reused else epochs}
+    return net, labels, cases[:n_images], info
+
+
+def pointing_scores(cases: list, maps: list[np.ndarray], labels: list[str], detected: list[bool]) -> dict:
+    """Pointing-game figures of ``maps[i]`` (one per case, the input's spatial shape) against ``cases[i]``'s mask."""
+    from scipy.ndimage import distance_transform_edt
+
+    hits, energy, dists, per_label = [], [], [], {}
+    for c, mp in zip(cases, maps):
+        peak = peak_position(mp)
+        hit = bool(c[2][peak])
+        hits.append(hit)
+        dists.append(float(distance_transform_edt(~c[2])[peak]))
+        # energy-based pointing (Score-CAM, Wang et al. 2020): share of the map's mass inside the mask,
+        # over the mask's share of the image (1 = no better than a flat map)
+        total = float(mp.sum())
+        if total > 0:
+            energy.append(float(mp[c[2]].sum()) / total / float(c[2].mean()))
+        per_label.setdefault(labels[c[1]], []).append(hit)
+    hits_det = [h for h, d in zip(hits, detected) if d]
+    return {"hit_rate": round(float(np.mean(hits)), 3) if hits else None, "n": len(hits),
+            "hit_rate_detected": round(float(np.mean(hits_det)), 3) if hits_det else None,
+            "n_detected": len(hits_det),
+            "median_peak_to_mask_px": round(float(np.median(dists)), 1) if dists else None,
+            "energy_in_mask_over_area": round(float(np.mean(energy)), 2) if energy else None,
+            "per_label": {k: round(float(np.mean(v)), 3) for k, v in per_label.items()}}
+
+
+def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int, tiny: bool,
+                  size: int | None = None, reuse: bool = False, settings: dict | None = None,
+                  methods: list[str] = METHODS, heldout_seed: int | None = None) -> dict:
+    net, labels, cases, info = phantom_cases(dims, work, epochs, n_images, tiny, size, reuse, settings,
+                                             heldout_seed)
+    out = {"n_maps": len(cases), **info,
            "mask_area_mean": round(float(np.mean([c[2].mean() for c in cases])), 4) if cases else None}
     # the maps the saliency handler draws by default: labels predicted positive at the model's thresholds
     with torch.no_grad():
@@ -190,31 +226,14 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
         print(f"  pointing {dims}D Grad-CAM grid bound {out['gradcam_grid_bound']}", flush=True)
     for method in methods:
         sel = cases if method not in ("occlusion", "smoothgrad") else cases[:n_slow]
-        hits, energy, dists, per_label = [], [], [], {}
+        maps = []
         for start in range(0, len(sel), 8):
             chunk = sel[start : start + 8]
             x = torch.stack([torch.as_tensor(c[0]).float() for c in chunk])
             idx = torch.tensor([[c[1]] for c in chunk])
             kwargs = {"method": method, **method_kwargs(method, tuple(x.shape[2:]))}
-            maps = saliency_maps(net, x, targets=idx, **kwargs)
-            for c, mp in zip(chunk, maps[:, 0].numpy()):
-                peak = peak_position(mp)
-                hit = bool(c[2][peak])
-                hits.append(hit)
-                dists.append(float(distance_transform_edt(~c[2])[peak]))
-                # energy-based pointing (Score-CAM, Wang et al. 2020): share of the map's mass inside the mask,
-                # over the mask's share of the image (1 = no better than a flat map)
-                total = float(mp.sum())
-                if total > 0:
-                    energy.append(float(mp[c[2]].sum()) / total / float(c[2].mean()))
-                per_label.setdefault(labels[c[1]], []).append(hit)
-        hits_det = [h for h, d in zip(hits, detected) if d]
-        out[method] = {"hit_rate": round(float(np.mean(hits)), 3) if hits else None, "n": len(hits),
-                       "hit_rate_detected": round(float(np.mean(hits_det)), 3) if hits_det else None,
-                       "n_detected": len(hits_det),
-                       "median_peak_to_mask_px": round(float(np.median(dists)), 1) if dists else None,
-                       "energy_in_mask_over_area": round(float(np.mean(energy)), 2) if energy else None,
-                       "per_label": {k: round(float(np.mean(v)), 3) for k, v in per_label.items()}}
+            maps.extend(saliency_maps(net, x, targets=idx, **kwargs)[:, 0].numpy())
+        out[method] = pointing_scores(sel, maps, labels, detected)
         print(f"  pointing {dims}D {method:<10} {out[method]}", flush=True)
     out["gradcam_per_label"] = out["gradcam"]["per_label"] if "gradcam" in out else {}
     return out

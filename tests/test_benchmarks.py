@@ -123,9 +123,9 @@ def test_augment_benchmark_runs(capsys):
         assert r["sample_over_batch"] == pytest.approx(r["sample_s"] / r["batch_s"], rel=1e-2)
 
 
-def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselines(real_data, tmp_path):
-    """benchmarks/saliency.py --tiny --gradcam-layers: Grad-CAM at a named layer is one more method, scored on
-    the same maps' cases and against the same random deletion baselines as the default layer."""
+@pytest.fixture(scope="module")
+def tiny_saliency(real_data, tmp_path_factory):
+    """benchmarks/saliency.py --tiny --gradcam-layers backbone.layer4 in one work folder: (folder, its JSON)."""
     import json
     import subprocess
 
@@ -133,11 +133,20 @@ def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselin
 
     need(real_data, "medmnist/pneumoniamnist.npz")
     need(real_data, "medmnist/adrenalmnist3d.npz")
+    work = tmp_path_factory.mktemp("saliency")
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "saliency.py"), "--tiny", "--workdir",
-                          str(tmp_path), "--gradcam-layers", "backbone.layer4"],
+                          str(work), "--gradcam-layers", "backbone.layer4"],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return work, json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselines(tiny_saliency):
+    """benchmarks/saliency.py --tiny --gradcam-layers: Grad-CAM at a named layer is one more method, scored on
+    the same maps' cases and against the same random deletion baselines as the default layer."""
+    import subprocess
+
+    tmp_path, out = tiny_saliency
     extra = "gradcam@backbone.layer4"
     assert out["methods"][-1] == extra
     for dims in ("2d", "3d"):
@@ -160,3 +169,76 @@ def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselin
                           str(tmp_path), "--reuse", "--skip", "deletion2d", "deletion3d", "pointing3d",
                           "--gradcam-layers", "backbone.nope"], capture_output=True, text=True, timeout=900)
     assert bad.returncode != 0 and "backbone.nope" in bad.stderr and "valid names" in bad.stderr
+
+
+def _cam_variants():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("cam_variants", ROOT / "benchmarks" / "cam_variants.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cam_variants_scores_the_products_gradcam_and_finer_lattices(tiny_saliency):
+    """benchmarks/cam_variants.py on the tiny phantom model: its plain Grad-CAM is the product's (same cases, same
+    peaks as benchmarks/saliency.py), a stitched lattice and a product are scored on the same cases, and a step
+    that does not divide the layer's stride is refused."""
+    import json
+    import subprocess
+
+    work, out = tiny_saliency
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "cam_variants.py"), "--workdir", str(work), "--tiny",
+           "--n-pointing", "4"]
+    res = subprocess.run(cmd + ["--variants", "gradcam@backbone.layer3", "gradcam@backbone.layer3/4",
+                                "gradcam@backbone.layer3*layercam@backbone.layer2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    ref = out["pointing_3d"]["gradcam"]
+    assert got["n_maps"] == out["pointing_3d"]["n_maps"] == ref["n"]
+    for key in ("hit_rate", "median_peak_to_mask_px", "per_label"):
+        assert got["gradcam@backbone.layer3"][key] == ref[key], key
+    for spec in ("gradcam@backbone.layer3/4", "gradcam@backbone.layer3*layercam@backbone.layer2"):
+        assert got[spec]["n"] == ref["n"] and set(got[spec]["per_label"]) == set(ref["per_label"])
+    bad = subprocess.run(cmd + ["--variants", "gradcam@backbone.layer3/3"], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode != 0 and "must divide the layer's stride 8" in bad.stderr
+
+
+def test_shift_and_stitch_places_each_shifted_cam_at_its_cell_centre():
+    """Shift-and-stitch (benchmarks/cam_variants.py): the fine lattice is translation-equivariant. Moving the image
+    by one step moves every stitched value by one lattice index, exactly, for the values that came from a shifted
+    copy (replicate padding composes); a wrong index order or offset breaks it. The lattice positions are the
+    product's traced cell centres of each shifted copy."""
+    from medclass.networks import build_classifier
+    from medclass.saliency import cell_centres
+
+    cv = _cam_variants()
+    torch = cv.torch
+    torch.manual_seed(0)
+    net = build_classifier("resnet18", 2, 1, 2, image_size=(64, 48), width=4, stem="medium").eval()  # stride 8
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 64, 48, generator=gen)
+    idx = torch.tensor([[0], [1]])
+    step, layer = 2, "backbone.layer3"
+    fine, geo = cv.stitched_cam(net, x, idx, layer, "gradcam", step)
+    n = 8 // step
+    assert fine.shape[1:] == (8 * n, 6 * n) and all(s == step for s, _ in geo)
+    moved, geo_m = cv.stitched_cam(net, cv._translated(x, (step, step)), idx, layer, "gradcam", step)
+    assert geo_m == geo
+    keep = (torch.arange(fine.shape[1]) % n != n - 1)[:, None] & (torch.arange(fine.shape[2]) % n != n - 1)[None]
+    shifted = moved[:, 1:, 1:][:, keep[:-1, :-1]]
+    assert fine.abs().max() > 0
+    torch.testing.assert_close(shifted, fine[:, :-1, :-1][:, keep[:-1, :-1]])
+    # each copy's cells sit at the product's cell centres of that copy, moved back by its shift
+    for k in ((0, 0), (1, 3), (3, 2)):
+        xs = cv._translated(x, (k[0] * step, k[1] * step))
+        centres = cell_centres(net, xs, layer)
+        raw, _ = cv.raw_cam(net, xs, idx, layer, "gradcam")
+        for ax in range(2):
+            f = [n * j + n - 1 - k[ax] for j in range(len(centres[ax]))]
+            pos = [geo[ax][1] + geo[ax][0] * fi for fi in f]
+            assert pos == pytest.approx([c - k[ax] * step for c in centres[ax]])
+        f0 = slice(n - 1 - k[0], None, n)
+        f1 = slice(n - 1 - k[1], None, n)
+        torch.testing.assert_close(fine[:, f0, f1], raw)
