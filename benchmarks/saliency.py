@@ -54,13 +54,14 @@ METHODS = ["gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad", "gradca
 
 def method_kwargs(method: str, spatial: tuple[int, ...]) -> dict:
     """Benchmark settings: occlusion windows of 1/8 (2D) or 1/4 (3D) of the side with half overlap; ``gradcam@L``
-    is Grad-CAM at layer ``L`` (``--gradcam-layers``); ``M-uniform`` is CAM method ``M`` with its grid upsampled
+    / ``gradcam++@L`` is Grad-CAM / Grad-CAM++ at layer ``L`` (``--gradcam-layers``, ``--methods``); ``M-uniform`` is CAM method ``M`` with its grid upsampled
     as MONAI's CAMs and pytorch-grad-cam do (cells tiling the image evenly), the same-run baseline of medclass's
     receptive-field placement."""
     if method.endswith("-uniform"):
         return {**method_kwargs(method[: -len("-uniform")], spatial), "upsample": "uniform"}
-    if method.startswith("gradcam@"):
-        return {"method": "gradcam", "target_layer": method.split("@", 1)[1]}
+    if method.startswith(("gradcam@", "gradcam++@")):
+        base, layer = method.split("@", 1)
+        return {"method": base, "target_layer": layer}
     if method in ("gradcam", "gradcam++"):
         return {"method": method}
     if method == "occlusion":
@@ -378,7 +379,8 @@ def main(argv=None) -> dict:
                     help="also Grad-CAM at these layers (reported as gradcam@LAYER), e.g. backbone.layer3")
     ap.add_argument("--methods", nargs="*", default=METHODS, metavar="METHOD",
                     help=f"methods to score (default: {' '.join(METHODS)}); M-uniform = CAM method M upsampled "
-                         "with evenly tiling cells (MONAI / pytorch-grad-cam), the baseline of the default placement")
+                         "with evenly tiling cells (MONAI / pytorch-grad-cam), the baseline of the default placement; "
+                         "gradcam@LAYER / gradcam++@LAYER = a CAM at another layer")
     ap.add_argument("--tiny", action="store_true", help="tiny settings: checks that the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

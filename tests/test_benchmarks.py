@@ -242,3 +242,19 @@ def test_shift_and_stitch_places_each_shifted_cam_at_its_cell_centre():
         f0 = slice(n - 1 - k[0], None, n)
         f1 = slice(n - 1 - k[1], None, n)
         torch.testing.assert_close(fine[:, f0, f1], raw)
+
+
+def test_saliency_benchmark_method_names_pick_the_cam_layer_and_placement():
+    """benchmarks/saliency.py method names: M@LAYER sets the CAM's layer for Grad-CAM and Grad-CAM++, -uniform the
+    even-tiling placement; other methods keep their own settings."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("saliency_benchmark", ROOT / "benchmarks" / "saliency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    kw = mod.method_kwargs
+    assert kw("gradcam++@backbone.layer2", (48, 48, 48)) == {"method": "gradcam++", "target_layer": "backbone.layer2"}
+    assert kw("gradcam@backbone.layer4", (28, 28)) == {"method": "gradcam", "target_layer": "backbone.layer4"}
+    assert kw("gradcam++@backbone.layer2-uniform", (48, 48, 48)) == {
+        "method": "gradcam++", "target_layer": "backbone.layer2", "upsample": "uniform"}
+    assert kw("gradcam++", (28, 28)) == {"method": "gradcam++"}
+    assert kw("occlusion", (48, 48, 48)) == {"window": [12, 12, 12], "stride": [12, 12, 12]}
