@@ -35,37 +35,21 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from saliency import parse_settings, phantom_cases, pointing_scores  # noqa: E402
+from saliency import detected_flags, parse_settings, phantom_cases, pointing_scores  # noqa: E402
 
 from medclass.saliency import (  # noqa: E402
-    _model_state, _trace_geometry, _upsample, normalize_maps, resolve_target_layer,
+    CAM_WEIGHTINGS, _cam, _model_state, _upsample, normalize_maps, resolve_target_layer,
 )
 
-KINDS = ("gradcam", "hirescam", "layercam")
+KINDS = tuple(k for k in CAM_WEIGHTINGS if k != "gradcam++")
 
 
 def raw_cam(net, x: torch.Tensor, idx: torch.Tensor, layer: str, kind: str):
     """The CAM of ``kind`` on ``layer``'s grid ``(B, *grid)`` for target indices ``idx`` ``(B, 1)``, and the grid's
-    per-dim ``(stride, offset)`` in the input."""
-    _, module = resolve_target_layer(net, layer)
-    store = {}
-    handle = module.register_forward_hook(lambda _m, _i, out: store.__setitem__("act", out))
+    per-dim ``(stride, offset)`` in the input (medclass.saliency's own CAM with another weighting)."""
     with _model_state(net):
-        try:
-            with _trace_geometry(net, x) as geo:
-                logits = net(x)
-        finally:
-            handle.remove()
-        act = store["act"]
-        (g,) = torch.autograd.grad(logits.gather(1, idx).sum(), act)
-    act = act.detach()
-    if kind == "gradcam":
-        cam = F.relu((g.mean(dim=tuple(range(2, g.dim())), keepdim=True) * act).sum(1))
-    elif kind == "hirescam":
-        cam = F.relu((g * act).sum(1))
-    else:
-        cam = (F.relu(g) * act).sum(1)
-    return cam, geo[tuple(act.shape[2:])]
+        cam, _, _, geo = _cam(net, x, idx, resolve_target_layer(net, layer), kind, x.dim() - 2)
+    return cam[:, 0], geo
 
 
 def _translated(x: torch.Tensor, shift: tuple[int, ...]) -> torch.Tensor:
@@ -79,7 +63,7 @@ def _translated(x: torch.Tensor, shift: tuple[int, ...]) -> torch.Tensor:
 def stitched_cam(net, x: torch.Tensor, idx: torch.Tensor, layer: str, kind: str, step: int | None):
     """``raw_cam`` on a lattice ``step`` voxels apart by shift-and-stitch (``step`` None or >= the layer's stride:
     the layer's own grid). Returns ``(cam (B, *fine grid), per-dim (stride, offset))``."""
-    cam, geo = raw_cam(net, x, idx, layer, kind)
+    cam, geo = raw_cam(net, x, idx, layer, kind)  # also the zero shift's cells
     stride = int(round(geo[0][0]))
     if not step or step >= stride:
         return cam, geo
@@ -90,7 +74,7 @@ def stitched_cam(net, x: torch.Tensor, idx: torch.Tensor, layer: str, kind: str,
     for k in itertools.product(range(n), repeat=x.dim() - 2):
         # cell j of the image moved by k*step lies at offset + stride*j - k*step of the original image:
         # fine index n*j + n-1-k, at offset - (n-1)*step + step * index
-        c, _ = raw_cam(net, _translated(x, tuple(ki * step for ki in k)), idx, layer, kind)
+        c = cam if not any(k) else raw_cam(net, _translated(x, tuple(ki * step for ki in k)), idx, layer, kind)[0]
         fine[(slice(None),) + tuple(slice(n - 1 - ki, None, n) for ki in k)] = c
     return fine, [(float(step), off - (n - 1) * step) for _, off in geo]
 
@@ -129,9 +113,7 @@ def main(argv=None) -> dict:
                                              settings=parse_settings(args.set), heldout_seed=args.heldout_seed)
     xs = torch.stack([torch.as_tensor(c[0]).float() for c in cases])
     idx = torch.tensor([[c[1]] for c in cases])
-    with torch.no_grad():
-        probs = torch.cat([torch.sigmoid(net(xs[i : i + 8])) for i in range(0, len(xs), 8)])
-    detected = [bool(probs[i, c[1]] >= net.thresholds[c[1]]) for i, c in enumerate(cases)]
+    detected = detected_flags(net, cases)
     cache: dict[tuple, torch.Tensor] = {}
     result = {"benchmark": "cam_variants", "workdir": str(args.workdir), "dims": args.dims, "n_maps": len(cases),
               "phantoms": info["phantoms"]}

@@ -171,6 +171,17 @@ def phantom_cases(dims: int, work: Path, epochs: int, n_images: int, tiny: bool,
     return net, labels, cases[:n_images], info
 
 
+def detected_flags(net, cases: list) -> list[bool]:
+    """Per case, whether its label is predicted positive at the model's thresholds (the maps the saliency handler
+    draws by default)."""
+    if not cases:
+        return []
+    xs = torch.stack([torch.as_tensor(c[0]).float() for c in cases])
+    with torch.no_grad():
+        probs = torch.cat([torch.sigmoid(net(xs[i : i + 8])) for i in range(0, len(cases), 8)])
+    return [bool(probs[i, c[1]] >= net.thresholds[c[1]]) for i, c in enumerate(cases)]
+
+
 def pointing_scores(cases: list, maps: list[np.ndarray], labels: list[str], detected: list[bool]) -> dict:
     """Pointing-game figures of ``maps[i]`` (one per case, the input's spatial shape) against ``cases[i]``'s mask."""
     from scipy.ndimage import distance_transform_edt
@@ -203,11 +214,7 @@ def pointing_game(dims: int, work: Path, epochs: int, n_images: int, n_slow: int
                                              heldout_seed)
     out = {"n_maps": len(cases), **info,
            "mask_area_mean": round(float(np.mean([c[2].mean() for c in cases])), 4) if cases else None}
-    # the maps the saliency handler draws by default: labels predicted positive at the model's thresholds
-    with torch.no_grad():
-        xs = torch.stack([torch.as_tensor(c[0]).float() for c in cases]) if cases else None
-        probs = torch.cat([torch.sigmoid(net(xs[i : i + 8])) for i in range(0, len(cases), 8)]) if cases else None
-    detected = [bool(probs[i, c[1]] >= net.thresholds[c[1]]) for i, c in enumerate(cases)]
+    detected = detected_flags(net, cases)
     out["n_detected"] = int(sum(detected))
     # the most a map that peaks on a Grad-CAM cell centre can score: the share of masks holding a cell centre of
     # the default Grad-CAM layer's grid (bilinear upsampling peaks on a cell centre; a finding smaller than the

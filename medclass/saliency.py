@@ -338,7 +338,16 @@ def _gather_scores(logits: torch.Tensor, idx: torch.Tensor, t: int) -> torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------------- methods
-def _cam(model, x, targets, layer, plus: bool, spatial_dims: int):
+CAM_WEIGHTINGS = ("gradcam", "gradcam++", "hirescam", "layercam")
+"""How :func:`_cam` combines a layer's activations ``A`` and the target's gradient ``g`` on them: Grad-CAM (channel
+means of ``g``), Grad-CAM++ (its higher-order channel weights), HiResCAM (``g * A`` per cell, Draelos & Carin 2020)
+or LayerCAM (``relu(g) * A`` per cell, Jiang et al. 2021). The last two are scored by benchmarks/cam_variants.py,
+not offered by :func:`saliency_maps`."""
+
+
+def _cam(model, x, targets, layer, weighting: str, spatial_dims: int):
+    """CAMs ``(B, T, *grid)`` of ``weighting`` (:data:`CAM_WEIGHTINGS`) on ``layer`` = ``(name, module)``, with the
+    logits, the target indices and the grid's traced ``(stride, offset)`` per dim (``None``: no traced grid)."""
     name, module = layer
     store: dict[str, torch.Tensor] = {}
 
@@ -364,12 +373,16 @@ def _cam(model, x, targets, layer, plus: bool, spatial_dims: int):
         (g,) = torch.autograd.grad(_gather_scores(logits, idx, t), act, retain_graph=t < n_t - 1)
         g = _to_spatial(g, model, spatial_dims, name).float()
         red = tuple(range(2, g.dim()))
-        if plus:
+        if weighting == "gradcam++":
             g2, g3 = g.pow(2), g.pow(3)
             sum_a = spatial_act.sum(dim=red, keepdim=True)
             denom = 2 * g2 + sum_a * g3
             alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), 0.0)
             w = (alpha * F.relu(g)).sum(dim=red, keepdim=True)
+        elif weighting == "hirescam":
+            w = g
+        elif weighting == "layercam":
+            w = F.relu(g)
         else:
             w = g.mean(dim=red, keepdim=True)
         cams.append(F.relu((w * spatial_act).sum(dim=1)))
@@ -592,7 +605,7 @@ def saliency_maps(
         if method in ("gradcam", "gradcam++"):
             layer = resolve_target_layer(model, target_layer)
             x.requires_grad_(True)
-            raw, _, _, geometry = _cam(model, x, targets, layer, method == "gradcam++", spatial_dims)
+            raw, _, _, geometry = _cam(model, x, targets, layer, method, spatial_dims)
             if upsample == "uniform":
                 geometry = None
         elif method == "vanilla":

@@ -10,12 +10,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+def _bench(name: str, module_name: str | None = None):
+    """benchmarks/<name>.py as a module (the benchmarks folder on sys.path for its own imports)."""
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module_name = module_name or name
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["quality"] = mod
+    sys.modules[module_name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def _quality():
+    return _bench("quality")
 
 
 def _npz(path: Path, labels_of) -> Path:
@@ -108,13 +117,9 @@ def test_speed_benchmark_runs_every_phase_on_real_data(real_data, tmp_path):
 
 def test_augment_benchmark_runs(capsys):
     """benchmarks/augment.py --quick: per-item and batched augmentation are both timed for 2D and 3D."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("augment_bench", ROOT / "benchmarks" / "augment.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--quick", "--device", "cpu"])
+    res = _bench("augment", "augment_bench").main(["--quick", "--device", "cpu"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
     for dims, shape in (("2d", [4, 1, 16, 16]), ("3d", [4, 1, 16, 16, 16])):
         r = res[dims]
@@ -171,14 +176,6 @@ def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselin
     assert bad.returncode != 0 and "backbone.nope" in bad.stderr and "valid names" in bad.stderr
 
 
-def _cam_variants():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("cam_variants", ROOT / "benchmarks" / "cam_variants.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_cam_variants_scores_the_products_gradcam_and_finer_lattices(tiny_saliency):
     """benchmarks/cam_variants.py on the tiny phantom model: its plain Grad-CAM is the product's (same cases, same
     peaks as benchmarks/saliency.py), a stitched lattice and a product are scored on the same cases, and a step
@@ -213,7 +210,7 @@ def test_shift_and_stitch_places_each_shifted_cam_at_its_cell_centre():
     from medclass.networks import build_classifier
     from medclass.saliency import cell_centres
 
-    cv = _cam_variants()
+    cv = _bench("cam_variants")
     torch = cv.torch
     torch.manual_seed(0)
     net = build_classifier("resnet18", 2, 1, 2, image_size=(64, 48), width=4, stem="medium").eval()  # stride 8
@@ -247,11 +244,7 @@ def test_shift_and_stitch_places_each_shifted_cam_at_its_cell_centre():
 def test_saliency_benchmark_method_names_pick_the_cam_layer_and_placement():
     """benchmarks/saliency.py method names: M@LAYER sets the CAM's layer for Grad-CAM and Grad-CAM++, -uniform the
     even-tiling placement; other methods keep their own settings."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("saliency_benchmark", ROOT / "benchmarks" / "saliency.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    kw = mod.method_kwargs
+    kw = _bench("saliency", "saliency_benchmark").method_kwargs
     assert kw("gradcam++@backbone.layer2", (48, 48, 48)) == {"method": "gradcam++", "target_layer": "backbone.layer2"}
     assert kw("gradcam@backbone.layer4", (28, 28)) == {"method": "gradcam", "target_layer": "backbone.layer4"}
     assert kw("gradcam++@backbone.layer2-uniform", (48, 48, 48)) == {
