@@ -5,25 +5,37 @@ Conf keys (``monailabel start_server ... --conf KEY VALUE``):
 
 * ``bundles``: comma-separated bundle folders (required); each is served under its folder name.
 * ``bundle_overrides``: JSON object of top-level bundle values applied to every run of every bundle, e.g.
-  ``'{"num_threads": 4}'``.
+  ``'{"num_threads": 4}'``; only the keys of :data:`medclass.label.safety.OPERATOR_KEYS`, checked like a
+  client's (no MONAI config code), unless widened by
+* ``allow_override_keys``: comma-separated further top-level keys the operator allows in ``bundle_overrides``
+  (their values must still be plain data).
+* ``datalist_dirs``: comma-separated folders (besides the datastore) whose label CSV / JSON files a train
+  request may name as ``datalist``.
+* ``infer_workers`` (default: the cores, at most 8) and ``infer_queue`` (default 32): inference runs in that many
+  worker threads; that many more requests wait; beyond, the server answers 503 with ``Retry-After``.
+* ``max_upload_mb`` (default 1024): the largest request body (an uploaded image, label or session).
 
-Infer (``POST /infer/<bundle name>``, ``params`` form field JSON):
+Infer (``POST /infer/<bundle name>``, ``params`` form field JSON; see :mod:`medclass.label.server`):
 
 * ``saliency`` (false): also return the saliency map of the top label as the result image (PNG for 2D, NIfTI
   for 3D, on the input's grid);
 * ``saliency_method`` (the bundle's ``saliency_method``: "gradcam" in 2D, "smoothgrad" in 3D): any method of
   :func:`medclass.saliency.saliency_maps`.
 
-The JSON result carries every label's ``name``, ``probability``, ``prediction`` (0/1 at the threshold stored in
-the model) and ``threshold``. An image the bundle cannot read is answered with HTTP 422 and the reason.
+The image is a datastore id (``?image=<id>``), an uploaded file or a session; never a path. The JSON result
+carries every label's ``name``, ``probability``, ``prediction`` (0/1 at the threshold stored in the model) and
+``threshold``. An image the bundle cannot read is answered with HTTP 422 and the reason.
 
-Train (``POST /train/<bundle name>``, JSON body of params): ``max_epochs``, ``from_scratch`` (false: start from
-the current model), ``datalist`` (a label CSV on the server instead of the datastore labels) and ``overrides``
-(top-level bundle values for this run). Image-level labels are read from the datastore: an image's info key
-``labels`` (``PUT /datastore/image/info?image=<id>`` with ``info='{"labels": {"effusion": 1, "nodule": 0}}'``),
-or a ``final`` label file that is a JSON object of the same form (``PUT /datastore/label?image=<id>``). Names
-are matched to the bundle's label names (case-insensitive); labels not given are unknown (masked from the loss).
-An image takes part in a bundle's training when it has at least one of that bundle's labels.
+Train (``POST /train/<bundle name>``, JSON body): the settings of :data:`medclass.label.safety.CLIENT_TRAIN_KEYS`
+(``max_epochs``, ``learning_rate``, ``batch_size``, ``seed``, ...; also accepted inside ``overrides``), each
+type- and range-checked, ``from_scratch`` (false: start from the current model) and ``datalist`` (a label CSV /
+JSON inside the datastore or a ``datalist_dirs`` folder, instead of the datastore labels). Anything else is
+refused with HTTP 422 naming the key, before anything runs. Image-level labels are read from the datastore: an
+image's info key ``labels`` (``PUT /datastore/image/info?image=<id>`` with ``info='{"labels": {"effusion": 1,
+"nodule": 0}}'``), or a ``final`` label file that is a JSON object of the same form (``PUT
+/datastore/label?image=<id>``). Names are matched to the bundle's label names (case-insensitive); labels not
+given are unknown (masked from the loss). An image takes part in a bundle's training when it has at least one of
+that bundle's labels.
 """
 
 from __future__ import annotations
@@ -35,24 +47,30 @@ _install_compat()  # before monailabel.interfaces.app is imported (see medclass.
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from fastapi import HTTPException  # noqa: E402
 from monailabel.config import settings  # noqa: E402
 from monailabel.datastore.local import LocalDatastore  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag  # noqa: E402
+from monailabel.interfaces.exception import ImageNotFoundException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 
 from medclass.label.bundle import BundleModel, InputImageError, parse_label_value, write_label_csv  # noqa: E402
-from medclass.utils import flag  # noqa: E402
+from medclass.label.safety import (  # noqa: E402
+    CLIENT_TRAIN_KEYS, IMAGE_EXTENSIONS, LABEL_EXTENSIONS, OPERATOR_KEYS, ClientError, check_id,
+    check_overrides, check_train_request, inside, not_found, upload_extension,
+)
+from medclass.saliency import METHODS as SALIENCY_METHODS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MedclassApp", "MedclassInferTask", "MedclassTrainTask", "datastore_labels"]
+__all__ = ["MedclassApp", "MedclassInferTask", "MedclassTrainTask", "SafeLocalDatastore", "datastore_labels",
+           "check_id_format", "upload_limit"]
 
 #: image files the local datastore lists, on top of MONAI Label's defaults (NIfTI, NRRD, PNG, JPEG, ...)
 EXTRA_EXTENSIONS = ["*.dcm", "*.dicom", "*.jpeg"]
@@ -102,6 +120,54 @@ def datastore_labels(datastore: Datastore, label_names: list[str]) -> list[tuple
     return rows
 
 
+class SafeLocalDatastore(LocalDatastore):
+    """MONAI Label's local datastore, kept inside its folder whatever a client sends.
+
+    Image ids and label tags become file and folder names in MONAI Label's datastore, so they are checked
+    (:func:`medclass.label.safety.check_id`); uploaded images and labels must have an allow-listed extension; a
+    file the datastore lists that resolves (through a symlink) outside the studies folder is treated as absent.
+    """
+
+    def _root(self) -> str:
+        return os.path.realpath(self._datastore_path)
+
+    def _inside(self, uri: str) -> str:
+        return uri if uri and inside(uri, [self._root()]) else ""
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        if not image_id:
+            raise ClientError("name the image: PUT /datastore/image?image=<id>")
+        check_id_format(image_id, "image id")
+        upload_extension(image_filename, IMAGE_EXTENSIONS)
+        return super().add_image(image_id, image_filename, image_info)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        check_id(image_id)
+        check_id_format(label_tag, "label tag")
+        upload_extension(label_filename, LABEL_EXTENSIONS)
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        check_id(label_id, "label")
+        check_id_format(label_tag, "label tag")
+        super().remove_label(label_id, label_tag)
+
+    def get_image_uri(self, image_id: str) -> str:
+        return self._inside(super().get_image_uri(image_id))
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        return self._inside(super().get_label_uri(label_id, label_tag))
+
+
+def check_id_format(value: Any, what: str) -> str:
+    """An id or tag a client chooses for something new: 422 naming the rule when it cannot be a file name."""
+    try:
+        return check_id(value, what)
+    except ClientError:
+        raise ClientError(f"{what} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                          "(no path)") from None
+
+
 class MedclassInferTask(InferTask):
     """A medclass bundle as a MONAI Label classification model (see the module docstring for the request)."""
 
@@ -114,54 +180,66 @@ class MedclassInferTask(InferTask):
             config={"saliency": False, "saliency_method": model.saliency_method},
         )
         self.model = model
-        # saliency files go here; MONAI Label deletes each one once it has been sent
+        # saliency files go here; the server deletes each one once it has been sent
         self.out_dir = tempfile.mkdtemp(prefix=f"medclass-label-{model.name}-")
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out.update({"bundle": str(self.model.bundle_dir), "task": self.model.task,
-                    "image_size": self.model.image_size, "trained": self.model.is_trained()})
+        out.update({"task": self.model.task, "image_size": self.model.image_size, "trained": self.model.is_trained(),
+                    "saliency_methods": list(SALIENCY_METHODS)})
         return out
 
     def is_valid(self) -> bool:
         return self.model.is_trained()
 
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """Classify ``request["image"]``, a path the server resolved (a datastore image, an upload or a session).
+
+        Raises:
+            ClientError: 422 for an image the bundle cannot read, 503 for a bundle without a trained model.
+        """
         image = request.get("image")
         if not isinstance(image, str) or not image:
-            raise HTTPException(status_code=422, detail="no image given (upload a file or name a datastore image)")
-        if not os.path.exists(image):
-            raise HTTPException(status_code=404, detail=f"image {image!r} not found in the datastore")
+            raise ClientError("no image given: name a datastore image (?image=<id>) or upload a file")
         try:
-            saliency = flag(request.get("saliency", False), "saliency")
-        except ValueError as e:
-            raise HTTPException(status_code=422, detail=str(e)) from e
-        method = str(request.get("saliency_method", self.model.saliency_method))
-        try:
-            result, saliency_file = self.model.predict(image, saliency=saliency, method=method, out_dir=self.out_dir)
+            result, saliency_file = self.model.predict(image, saliency=bool(request.get("saliency", False)),
+                                                       method=request.get("saliency_method"), out_dir=self.out_dir)
         except InputImageError as e:
             shown = str(e).replace(image, os.path.basename(image))
-            raise HTTPException(status_code=422, detail=f"{self.model.name} cannot use this image: {shown}") from e
+            raise ClientError(f"{self.model.name} cannot use this image: {shown}") from e
         except FileNotFoundError as e:
-            raise HTTPException(status_code=503, detail=str(e)) from e
+            raise ClientError(f"{self.model.name} has no trained model yet", status=503) from e
         return saliency_file, result
 
 
 class MedclassTrainTask(TrainTask):
-    """Retrains a medclass bundle from image-level labels (datastore or a CSV) with its own train workflow."""
+    """Retrains a medclass bundle from image-level labels (datastore or a CSV) with its own train workflow.
 
-    def __init__(self, model: BundleModel) -> None:
+    Args:
+        model: the bundle.
+        datalist_roots: folders whose label files a request may name (the datastore first).
+    """
+
+    def __init__(self, model: BundleModel, datalist_roots: list[str]) -> None:
         super().__init__(f"retrain {model.name} from image-level labels with the bundle's train workflow")
         self.model = model
+        self.datalist_roots = list(datalist_roots)
 
     def config(self) -> dict[str, Any]:
         return {"max_epochs": self.model.max_epochs, "from_scratch": False}
 
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["settings"] = {k: {"type": v.kind.__name__, "min": v.low, "max": v.high, "doc": v.doc}
+                           for k, v in CLIENT_TRAIN_KEYS.items()}
+        return out
+
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        datalist = request.get("datalist")
-        overrides = request.get("overrides") or {}
-        if isinstance(overrides, str):
-            overrides = json.loads(overrides)
+        # the server checked the request before starting this process; checked again here (this is what runs)
+        clean = check_train_request(request, self.datalist_roots)
+        overrides = dict(clean.get("overrides", {}))
+        max_epochs = overrides.pop("max_epochs", None)
+        datalist = clean.get("datalist")
         with tempfile.TemporaryDirectory(prefix="medclass-train-") as tmp:
             if not datalist:
                 rows = datastore_labels(datastore, self.model.label_names)
@@ -173,8 +251,37 @@ class MedclassTrainTask(TrainTask):
                 datalist = os.path.join(tmp, "labels.csv")
                 n = write_label_csv(datalist, rows, self.model.label_names)
                 logger.info("%s: training on %d labelled datastore images", self.model.name, n)
-            return self.model.train(datalist, max_epochs=request.get("max_epochs"),
-                                    from_scratch=request.get("from_scratch", False), overrides=overrides)
+            return self.model.train(datalist, max_epochs=max_epochs, from_scratch=clean.get("from_scratch", False),
+                                    overrides=overrides)
+
+
+def _conf_list(conf: dict[str, Any], key: str) -> list[str]:
+    return [p.strip() for p in str(conf.get(key) or "").split(",") if p.strip()]
+
+
+def _conf_int(conf: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = conf.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--conf {key} must be a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"--conf {key} must be between {low} and {high}, got {number}")
+    return number
+
+
+def upload_limit(conf: dict[str, Any]) -> int:
+    """The largest request body in bytes: ``--conf max_upload_mb`` (default 1024)."""
+    return _conf_int(conf, "max_upload_mb", 1024, 1, 1 << 20) << 20
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class MedclassApp(MONAILabelApp):
@@ -182,7 +289,7 @@ class MedclassApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         conf = dict(conf or {})
-        paths = [p.strip() for p in str(conf.get("bundles", "")).split(",") if p.strip()]
+        paths = _conf_list(conf, "bundles")
         if not paths:
             raise ValueError("medclass label app: no bundles given; start with --conf bundles <folder>[,<folder>...]")
         overrides = conf.get("bundle_overrides") or {}
@@ -191,6 +298,19 @@ class MedclassApp(MONAILabelApp):
                 overrides = json.loads(overrides)
             except ValueError as e:
                 raise ValueError(f"--conf bundle_overrides must be a JSON object: {e}") from e
+        # the operator's values pass the client's checks; keys beyond OPERATOR_KEYS only when named explicitly
+        self.allow_override_keys = _conf_list(conf, "allow_override_keys")
+        overrides = check_overrides(overrides, OPERATOR_KEYS, extra_keys=self.allow_override_keys,
+                                    where="--conf bundle_overrides")
+        self.datalist_dirs = [os.path.realpath(p) for p in _conf_list(conf, "datalist_dirs")]
+        cores = _cores()
+        self.infer_workers = _conf_int(conf, "infer_workers", min(cores, 8), 1, 64)
+        self.infer_queue = _conf_int(conf, "infer_queue", 32, 0, 10000)
+        self.max_upload_bytes = upload_limit(conf)
+        if "num_threads" not in overrides:  # the workers share the cores instead of each using all of them
+            import torch
+
+            torch.set_num_threads(max(1, cores // self.infer_workers))
         self.models: dict[str, BundleModel] = {}
         for p in paths:
             model = BundleModel(p, overrides=overrides)
@@ -205,16 +325,69 @@ class MedclassApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medclass",
                          description="medclass classification bundles", version="1", labels=labels)
 
+    # ------------------------------------------------------------------ MONAI Label hooks
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
         extensions = list(settings.MONAI_LABEL_DATASTORE_FILE_EXT) + EXTRA_EXTENSIONS
-        return LocalDatastore(self.studies, extensions=extensions,
-                              auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+        return SafeLocalDatastore(self.studies, extensions=extensions,
+                                  auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                  read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self) -> dict[str, InferTask]:
         return {name: MedclassInferTask(m) for name, m in self.models.items()}
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {name: MedclassTrainTask(m) for name, m in self.models.items()}
+        return {name: MedclassTrainTask(m, self.datalist_roots()) for name, m in self.models.items()}
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["limits"] = {"infer_workers": self.infer_workers, "infer_queue": self.infer_queue,
+                         "max_upload_mb": self.max_upload_bytes >> 20}
+        return out
+
+    # ------------------------------------------------------------------ what the server's endpoints call
+    def datalist_roots(self) -> list[str]:
+        """Folders a train request's ``datalist`` may lie in: the local datastore, then ``datalist_dirs``."""
+        local = [] if self.studies.startswith(("http://", "https://")) else [os.path.realpath(self.studies)]
+        return local + self.datalist_dirs
+
+    def infer_task(self, model: str) -> MedclassInferTask:
+        """The inference task of a served bundle (404 for any other name)."""
+        task = self._infers.get(model) if isinstance(model, str) else None
+        if task is None:
+            raise ClientError(f"model {model!r} is not served here; GET /info/ lists the models", status=404)
+        if not task.is_valid():
+            raise ClientError(f"model {model!r} has no trained model yet; train it first", status=503)
+        return task
+
+    def check_train(self, model: str, params: Any) -> dict[str, Any]:
+        """A train request made data (:func:`medclass.label.safety.check_train_request`) for a served bundle."""
+        if model not in self._trainers:
+            raise ClientError(f"model {model!r} has no trainer here; GET /info/ lists the trainers", status=404)
+        return check_train_request(params, self.datalist_roots())
+
+    def resolve_image(self, image_id: Any) -> str:
+        """The file (or DICOM series folder) of a datastore image id; 404 for anything else.
+
+        A path, a URL, ``..`` or an id whose file lies (through a symlink) outside the studies folder get the same
+        404 as an unknown id, whether or not the target exists.
+        """
+        check_id(image_id)
+        try:
+            uri = self.datastore().get_image_uri(image_id)
+        except ImageNotFoundException:
+            uri = ""
+        local = not self.studies.startswith(("http://", "https://"))
+        if not uri or not os.path.exists(uri) or (local and not inside(uri, [self.studies])):
+            raise not_found("image", image_id)
+        return uri
+
+    def cleanup_training(self) -> list[str]:
+        """Remove the work folders of stopped or killed trainings (``models/.train-*``); returns the removed."""
+        removed = []
+        for m in self.models.values():
+            for work in m.stale_work_folders():
+                shutil.rmtree(work, ignore_errors=True)
+                removed.append(str(work))
+        return removed

@@ -106,6 +106,96 @@ def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapp
     return n
 
 
+def _data_only(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` unchanged, or ValueError when one of them is MONAI config code (see
+    :func:`medclass.label.safety.config_code`): the last guard before values from outside reach the parser."""
+    from medclass.label.safety import config_code
+
+    for key, value in values.items():
+        why = config_code(key) or config_code(value)
+        if why:
+            raise ValueError(f"{where}: {key!r} is refused: it {why}")
+    return dict(values)
+
+
+#: the file in a training's work folder naming the process that owns it
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (and is not this one's finished child left as a zombie)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child that nobody waited for yet still answers kill(0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, modification time in ns, size) of a file, None when it is missing: changes when it is replaced."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class _Served:
+    """The inference workflow's pieces, built once: preprocessing, network with the model loaded, inferer,
+    post-processing, precision (see :meth:`BundleModel._served`)."""
+
+    def __init__(self, signature, preprocessing, network, inferer, postprocessing, precision, device) -> None:
+        self.signature = signature
+        self.preprocessing = preprocessing
+        self.reader = preprocessing.transforms[0]
+        self.network = network
+        self.inferer = inferer
+        self.postprocessing = postprocessing
+        self.precision = precision
+        self.device = device
+
+    @classmethod
+    def load(cls, model: BundleModel, signature) -> _Served:
+        from ignite.handlers import Checkpoint
+
+        from medclass.engines import resolve_precision
+
+        wf = model._workflow(model.inference_files, "inference")
+        get = wf.parser.get_parsed_content
+        device = get("device")
+        network = get("network")
+        # as the workflow's CheckpointLoader does (a bare state dict is the "model" entry; strict)
+        checkpoint = torch.load(model.model_path, map_location=device, weights_only=True)
+        if "model" not in checkpoint:
+            checkpoint = {"model": checkpoint}
+        Checkpoint.load_objects(to_load={"model": network}, checkpoint=checkpoint, strict=True)
+        network.eval()
+        precision = resolve_precision(get("precision"), device)
+        logger.info("%s: loaded %s (%s, %s)", model.name, model.model_path, precision, device)
+        return cls(signature, get("preprocessing"), network, get("inferer"), get("postprocessing"), precision,
+                   device)
+
+    def probabilities(self, image: torch.Tensor) -> np.ndarray:
+        """``(C,)`` probabilities of one preprocessed image ``(C, *spatial)``, as the workflow's Evaluator computes
+        them (eval mode, autocast at the bundle's precision, logits in fp32, then the post-processing)."""
+        from medclass.engines import autocast_context
+
+        plain = getattr(image, "as_tensor", None)  # MetaTensor -> Tensor, as the Evaluator's batches are
+        x = (plain() if callable(plain) else torch.as_tensor(image)).unsqueeze(0).to(self.device)
+        with torch.no_grad(), autocast_context(self.precision, self.device):
+            logits = self.inferer(x, self.network)
+        pred = self.postprocessing({"pred": logits.float()[0]})["pred"]
+        return np.asarray(torch.as_tensor(pred).detach().float().cpu(), dtype=np.float64)
+
+
 class BundleModel:
     """One medclass bundle served for inference and retrained from image-level labels.
 
@@ -126,7 +216,7 @@ class BundleModel:
         if not (self.bundle_dir / "configs" / "common.yaml").is_file():
             raise ValueError(f"{self.bundle_dir}: not a medclass bundle (no configs/common.yaml)")
         self.name = name or self.bundle_dir.name
-        self.overrides = dict(overrides or {})
+        self.overrides = _data_only(overrides or {}, "overrides")
         self.inference_files = config_files(self.bundle_dir, "inference.yaml")
         self.train_files = config_files(self.bundle_dir, "train.yaml")
         meta = self.bundle_dir / "configs" / "metadata.json"
@@ -150,7 +240,7 @@ class BundleModel:
             self.description = json.loads(meta.read_text()).get("description", "") if self.meta_file else ""
         except ValueError:
             self.description = ""
-        self._lock = threading.Lock()
+        self._local = threading.local()  # each inference thread's _Served
 
     def train_config(self, key: str) -> Any:
         """A value of the bundle's train config (with the overrides)."""
@@ -180,12 +270,33 @@ class BundleModel:
         wf.initialize()
         return wf
 
+    def _served(self) -> _Served:
+        """This thread's inference pieces of the bundle, loaded again when ``models/model.pt`` changed.
+
+        Each thread (one per inference worker of the server) keeps its own network and transforms, so requests
+        run side by side and a saliency method's hooks never touch another request's network. A model file
+        replaced by training (``os.replace``) is seen by the next request of every thread.
+        """
+        signature = _file_signature(self.model_path)
+        served = getattr(self._local, "served", None)
+        if served is None or served.signature != signature:
+            if signature is None:
+                raise FileNotFoundError(f"{self.model_path}: the bundle {self.name} has no trained model yet")
+            served = _Served.load(self, signature)
+            self._local.served = served
+        return served
+
     def predict(self, image: str | os.PathLike, saliency: bool = False, method: str | None = None,
                 out_dir: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
-        """Classify one image with the bundle's ``inference`` workflow.
+        """Classify one image with the pieces of the bundle's ``inference`` workflow.
+
+        The preprocessing, network (with ``models/model.pt`` loaded as the workflow's ``CheckpointLoader``
+        loads it), precision, inferer and post-processing are the workflow's own objects, built once per thread
+        (:meth:`_served`), so the probabilities equal those of ``python -m monai.bundle run ... inference.yaml
+        --input <image>``.
 
         Args:
-            image: an image file (PNG/JPEG/DICOM for 2D; NIfTI, 3D DICOM or a DICOM series folder for 3D).
+            image: an image file (PNG/JPEG/DICOM/NIfTI for 2D; NIfTI, 3D DICOM or a DICOM series folder for 3D).
             saliency: also write the saliency map of the top label (PNG for 2D, NIfTI for 3D) on the grid of the
                 input image (its shape; for 3D its affine), values 0-255 (PNG) or 0-1 (NIfTI).
             method: saliency method (see :func:`medclass.saliency.saliency_maps`); ``None``: the bundle's
@@ -205,54 +316,41 @@ class BundleModel:
 
         image = Path(image)
         method = self.saliency_method if method is None else method
-        if not self.is_trained():
-            raise FileNotFoundError(f"{self.model_path}: the bundle {self.name} has no trained model yet")
-        with self._lock, tempfile.TemporaryDirectory(prefix="medclass-infer-") as tmp:
-            t0 = time.perf_counter()
-            try:
-                wf = self._workflow(self.inference_files, "inference", input=str(image), output_dir=tmp)
-                wf.run()
-            except Exception as exc:
-                user = _user_error(exc)
-                if user is not None:
-                    raise InputImageError(str(user)) from exc
-                raise
-            evaluator = wf.parser.get_parsed_content("evaluator")
-            network = wf.parser.get_parsed_content("network")
-            outputs = evaluator.state.output
-            if not outputs:
-                raise InputImageError(f"{image}: the bundle's inference produced no prediction")
-            probs = np.asarray(torch.as_tensor(outputs[0]["pred"]).detach().float().cpu()).reshape(1, -1)
-            thresholds = np.asarray(network.thresholds.detach().float().cpu(), dtype=np.float64)
-            dec = decisions(probs, thresholds, self.task)[0]
-            p = probs[0]
-            labels = [
-                {"name": n, "probability": float(p[i]), "prediction": int(dec[i]), "threshold": float(thresholds[i])}
-                for i, n in enumerate(self.label_names)
-            ]
-            top = int(np.argmax(p))
-            result: dict[str, Any] = {
-                "model": self.name,
-                "task": self.task,
-                "labels": labels,
-                "probabilities": {x["name"]: x["probability"] for x in labels},
-                "predictions": {x["name"]: x["prediction"] for x in labels},
-                "positive": [x["name"] for x in labels if x["prediction"]],
-                "top_label": self.label_names[top],
-                "latency_s": {"inference": round(time.perf_counter() - t0, 4)},
-            }
-            wf.finalize()
-            saliency_file = None
-            if flag(saliency, "saliency"):
-                t1 = time.perf_counter()
-                batch = evaluator.state.batch
-                pre = batch[0]["image"] if isinstance(batch, list) else batch["image"][0]
-                reader = wf.parser.get_parsed_content("preprocessing").transforms[0]
-                saliency_file, shape = self._saliency(network, pre, top, method, reader, image,
-                                                      Path(out_dir) if out_dir else None)
-                result["saliency"] = {"label": self.label_names[top], "method": method, "shape": shape,
-                                      "format": "png" if self.spatial_dims == 2 else "nifti"}
-                result["latency_s"]["saliency"] = round(time.perf_counter() - t1, 4)
+        served = self._served()
+        t0 = time.perf_counter()
+        try:
+            pre = served.preprocessing({"image": str(image), "id": "input"})["image"]
+        except Exception as exc:
+            user = _user_error(exc)
+            if user is not None:
+                raise InputImageError(str(user)) from exc
+            raise
+        probs = served.probabilities(pre)
+        thresholds = np.asarray(served.network.thresholds.detach().float().cpu(), dtype=np.float64)
+        dec = decisions(probs.reshape(1, -1), thresholds, self.task)[0]
+        labels = [
+            {"name": n, "probability": float(probs[i]), "prediction": int(dec[i]), "threshold": float(thresholds[i])}
+            for i, n in enumerate(self.label_names)
+        ]
+        top = int(np.argmax(probs))
+        result: dict[str, Any] = {
+            "model": self.name,
+            "task": self.task,
+            "labels": labels,
+            "probabilities": {x["name"]: x["probability"] for x in labels},
+            "predictions": {x["name"]: x["prediction"] for x in labels},
+            "positive": [x["name"] for x in labels if x["prediction"]],
+            "top_label": self.label_names[top],
+            "latency_s": {"inference": round(time.perf_counter() - t0, 4)},
+        }
+        saliency_file = None
+        if flag(saliency, "saliency"):
+            t1 = time.perf_counter()
+            saliency_file, shape = self._saliency(served.network, pre, top, method, served.reader, image,
+                                                  Path(out_dir) if out_dir else None)
+            result["saliency"] = {"label": self.label_names[top], "method": method, "shape": shape,
+                                  "format": "png" if self.spatial_dims == 2 else "nifti"}
+            result["latency_s"]["saliency"] = round(time.perf_counter() - t1, 4)
         return result, saliency_file
 
     def _saliency(self, network, pre, target: int, method: str, reader, image: Path,
@@ -290,6 +388,18 @@ class BundleModel:
         return str(path), [int(s) for s in arr.shape]
 
     # ------------------------------------------------------------------ training
+    def stale_work_folders(self) -> list[Path]:
+        """Work folders of trainings whose process has ended (stopped, killed): ``models/.train-*``."""
+        out = []
+        for work in self.model_path.parent.glob(".train-*"):
+            try:
+                pid = int((work / OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                pid = None
+            if pid is None or not _alive(pid):
+                out.append(work)
+        return out
+
     def train(self, datalist: str | os.PathLike, max_epochs: int | None = None, from_scratch: bool = False,
               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Retrain with the bundle's ``train`` workflow and replace ``models/model.pt`` atomically.
@@ -313,8 +423,11 @@ class BundleModel:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
         models = self.model_path.parent
         models.mkdir(parents=True, exist_ok=True)
+        for stale in self.stale_work_folders():  # left by a stopped or killed training
+            shutil.rmtree(stale, ignore_errors=True)
         work = models / f".train-{uuid.uuid4().hex[:8]}"
         work.mkdir()
+        (work / OWNER_FILE).write_text(str(os.getpid()))
         t0 = time.perf_counter()
         try:
             start = None if flag(from_scratch, "from_scratch") or not self.is_trained() else str(self.model_path)
@@ -328,7 +441,7 @@ class BundleModel:
                 "resume": False,
                 "progress_bar": False,
                 "pretrained": start,
-                **dict(overrides or {}),
+                **_data_only(overrides or {}, "training overrides"),
             }
             try:
                 wf = self._workflow(self.train_files, "train", **run)

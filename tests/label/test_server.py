@@ -9,58 +9,17 @@ checked against the bundle's own ``inference`` workflow run from the command lin
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 
 from medclass.label.bundle import BundleModel, parse_label_value, write_label_csv
-from tests.conftest import need
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "cxr_classification": {"image_size": [64, 64], "width": 8, "batch_size": 8, "num_threads": 2,
-                           "phantoms": {"n": 40, "size": 64, "seed": 1}},
-    "volume_classification": {"image_size": [32, 32, 32], "width": 8, "batch_size": 4, "num_threads": 2,
-                              "phantoms": {"n": 36, "size": 32, "seed": 1, "spatial_dims": 3}},
-}
-CXR_THRESHOLDS = [0.3, 0.45, 0.55, 0.7]  # stored in the model: the decisions must use them, not 0.5
-CXR_DICOM = "dicom/chest_xray/NIH_CXR14_1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
-VOLUME = "nifti/IXI_T1_ds_n10/IXI012-HH-1211-T1_ds.nii.gz"
-
-
-def tiny_bundle(name: str, dst: Path) -> Path:
-    """A copy of a bundle's configs with tiny values in its common.yaml."""
-    shutil.copytree(ROOT / "bundles" / name / "configs", dst / "configs")
-    common = dst / "configs" / "common.yaml"
-    values = yaml.safe_load(common.read_text())
-    values.update(TINY[name])
-    common.write_text(yaml.safe_dump(values, sort_keys=False))
-    return dst
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def bundle_cli_inference(bundle: Path, image: Path, out: Path) -> dict[str, str]:
-    """The bundle's inference workflow from the command line, as the README shows it; its predictions.csv row."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           "['configs/common.yaml','configs/inference.yaml']", "--bundle_root", str(bundle),
-           "--output_dir", str(out), "--input", str(image)]
-    res = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == 1
-    return rows[0]
+from tests.label.common import CXR_DICOM, CXR_THRESHOLDS, ROOT, VOLUME, bundle_cli_inference, sha
 
 
 # ---------------------------------------------------------------------------------------------- no server needed
@@ -72,30 +31,6 @@ def test_label_values_and_csv(tmp_path):
     n = write_label_csv(tmp_path / "l.csv", [("/i/a.png", "a", {"y": 1.0}), ("/i/b.png", "b", {"x": 0.0})], ["x", "y"])
     assert n == 2
     assert (tmp_path / "l.csv").read_text().splitlines() == ["image,id,x,y", "/i/a.png,a,,1", "/i/b.png,b,0,"]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory) -> dict[str, Path]:
-    """Tiny copies of both bundles with models: cxr trained 1 epoch on phantoms, volume freshly built."""
-    from medclass.workflow import prepare_data
-
-    tmp = tmp_path_factory.mktemp("label_bundles")
-    cxr = tiny_bundle("cxr_classification", tmp / "cxr_classification")
-    model = BundleModel(cxr)
-    prepare_data(None, tmp / "phantoms2d", model.label_names, phantoms=TINY["cxr_classification"]["phantoms"])
-    summary = model.train(tmp / "phantoms2d" / "datalist.csv", max_epochs=1)
-    assert summary["epochs"] == 1 and (cxr / "models" / "model.pt").is_file()
-    assert not list((cxr / "models").glob(".train-*"))  # the work folder is gone
-    state = torch.load(cxr / "models" / "model.pt", weights_only=True)
-    state["thresholds"] = torch.tensor(CXR_THRESHOLDS)
-    torch.save(state, cxr / "models" / "model.pt")
-
-    vol = tiny_bundle("volume_classification", tmp / "volume_classification")
-    wf = BundleModel(vol)._workflow(BundleModel(vol).inference_files, "inference", input=str(tmp))
-    net = wf.parser.get_parsed_content("network_def")
-    (vol / "models").mkdir()
-    torch.save(net.state_dict(), vol / "models" / "model.pt")
-    return {"cxr_classification": cxr, "volume_classification": vol, "phantoms2d": tmp / "phantoms2d"}
 
 
 def test_failed_training_keeps_the_model(bundles, tmp_path):
@@ -135,30 +70,6 @@ def test_datastore_labels_from_image_info_and_json_label_files(tmp_path):
         datastore_labels(ds, ["nodule", "effusion"])
 
 
-# ---------------------------------------------------------------------------------------------- the real server
-@pytest.fixture(scope="module")
-def server(bundles, real_data, tmp_path_factory):
-    pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/install_label.sh)")
-    from medclass.cli import main as medclass_cli
-    from medclass.label.launch import start_server, stop_server, wait_until_ready
-
-    tmp = tmp_path_factory.mktemp("label_server")
-    studies = tmp / "studies"
-    studies.mkdir()
-    shutil.copy(need(real_data, CXR_DICOM), studies / "chest.dcm")
-    shutil.copy(need(real_data, VOLUME), studies / "head.nii.gz")
-    assert medclass_cli(["label-app", str(tmp / "app")]) == 0
-    log = tmp / "server.log"
-    proc, url = start_server(tmp / "app", studies, [bundles["cxr_classification"], bundles["volume_classification"]],
-                             log_file=log)
-    try:
-        wait_until_ready(url, proc, timeout=180, log_file=str(log))
-        yield {"url": url, "proc": proc, "studies": studies, "log": log, "tmp": tmp, **bundles}
-    finally:
-        stop_server(proc)
-        assert proc.poll() is not None
-
-
 def test_info_lists_both_bundles_as_classification_models(server):
     import requests
 
@@ -173,7 +84,12 @@ def test_info_lists_both_bundles_as_classification_models(server):
     assert models["cxr_classification"]["config"]["saliency_method"] == "gradcam"
     assert models["volume_classification"]["config"]["saliency_method"] == "smoothgrad"
     assert set(info["trainers"]) == {"cxr_classification", "volume_classification"}
-    assert info["datastore"]["total"] == 2  # the DICOM is listed too
+    assert info["datastore"]["total"] == 3  # the DICOM is listed too (and link.dcm, a symlink leaving the studies)
+    # the settings a client may change, with their ranges, and the server's limits
+    settings = info["trainers"]["cxr_classification"]["settings"]
+    assert settings["max_epochs"] == {"type": "int", "min": 1, "max": 1000, "doc": "training epochs"}
+    assert {"learning_rate", "batch_size", "seed"} <= set(settings)
+    assert info["limits"] == {"infer_workers": 2, "infer_queue": 4, "max_upload_mb": 8}
 
 
 @pytest.mark.parametrize("name,image_id,source", [("cxr_classification", "chest", CXR_DICOM),
@@ -243,11 +159,13 @@ def test_non_image_upload_is_a_4xx_and_the_server_keeps_serving(server, tmp_path
 
     junk = tmp_path / "notes.txt"
     junk.write_text("not an image\n")
-    with open(junk, "rb") as f:
-        res = requests.post(f"{server['url']}/infer/cxr_classification", files={"file": ("notes.txt", f)},
-                            data={"params": "{}"}, timeout=120)
-    assert 400 <= res.status_code < 500, res.text
-    assert "cannot read image" in res.json()["detail"]
+    # a file type that is no image is refused before it is stored; one named as an image, when it is read
+    for name, status, says in (("notes.txt", 415, "file type not accepted"), ("notes.png", 422, "cannot read image")):
+        with open(junk, "rb") as f:
+            res = requests.post(f"{server['url']}/infer/cxr_classification", files={"file": (name, f)},
+                                data={"params": "{}"}, timeout=120)
+        assert res.status_code == status, res.text
+        assert says in res.json()["detail"]
     # a 2D image given to the 3D bundle is refused the same way, naming the reason
     res = requests.post(f"{server['url']}/infer/volume_classification", params={"image": "chest", "output": "json"},
                         data={"params": "{}"}, timeout=120)
