@@ -251,3 +251,24 @@ def test_saliency_benchmark_method_names_pick_the_cam_layer_and_placement():
         "method": "gradcam++", "target_layer": "backbone.layer2", "upsample": "uniform"}
     assert kw("gradcam++", (28, 28)) == {"method": "gradcam++"}
     assert kw("occlusion", (48, 48, 48)) == {"window": [12, 12, 12], "stride": [12, 12, 12]}
+
+
+def test_label_load_benchmark_against_a_baseline_commit(real_data, tmp_path, capsys):
+    """benchmarks/label_load.py --quick --baseline-ref HEAD: two real servers measured in one run, every call
+    answered, the ratio computed from the two throughputs."""
+    import json
+
+    pytest.importorskip("monailabel", reason="MONAI Label is not installed (bash scripts/install_label.sh)")
+    from tests.conftest import need
+
+    need(real_data, "dicom/chest_xray/RG1_J2KI.dcm")
+    res = _bench("label_load", "label_load_bench").main(["--quick", "--workdir", str(tmp_path),
+                                                          "--baseline-ref", "HEAD"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
+    assert res["images"] == 6 and [s["server"] for s in res["servers"]] == ["baseline_HEAD", "current"]
+    for s in res["servers"]:
+        assert s["infer_status"] == {"200": 12} and s["failed"] == 0 and s["info"]["calls"] >= 1
+        assert s["throughput_rps"] > 0 and s["infer"]["p50_ms"] <= s["infer"]["p95_ms"] <= s["infer"]["p99_ms"]
+    base, cur = res["servers"]
+    assert res["throughput_ratio"] == round(cur["throughput_rps"] / base["throughput_rps"], 2)
+    assert (tmp_path / "baseline_src" / "medclass" / "label" / "server.py").is_file()  # the commit's own tree
