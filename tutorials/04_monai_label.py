@@ -13,7 +13,7 @@ for whole images go into the server's datastore, and a train request retrains th
 Steps: (1) train a copy of the chest X-ray bundle on its offline phantom set, (2) put real chest X-ray DICOMs
 (and phantom images) into a studies folder, (3) start `monailabel start_server` on it, (4) ask it for
 predictions and a saliency map over HTTP, (5) enter image-level labels and retrain through the server,
-(6) connect a viewer. Every command is printed first.
+(6) run the model as 3D Slicer does (MONAI Label's own client) and connect a viewer. Every command is printed first.
 """
 
 from __future__ import annotations
@@ -142,12 +142,29 @@ def main() -> int:
             print("\n".join(status.get("details", [])), file=sys.stderr)
             return 1
 
-        # 6. a viewer
+        # 6. what 3D Slicer does, with the client its MONAI Label module uses
+        from monailabel.client import MONAILabelClient
+
+        client = MONAILabelClient(url, tmpdir=str(work))
+        slicer_model = "cxr_classification_saliency"
+        config = client.info()["models"][slicer_model]["config"]
+        print(f"\n3D Slicer's Auto Segmentation on {image_id} (model {slicer_model}, params {config}):")
+        label_map, params = client.infer(slicer_model, image_id, {**config, "result_extension": ".nrrd",
+                                                                    "result_dtype": "uint8"})
+        print(f"  segment '{params['label_names'][0]}' from {label_map}; probabilities {params['probabilities']}")
         print(f"""
-Connect a viewer to {url}:
-  3D Slicer: install the "MONAILabel" extension (Extensions Manager), open the MONAI Label module, set the server
-    to {url} and press refresh: the model cxr_classification and the studies appear; "Next Sample" loads
-    an image from the datastore. Saliency maps come back as images (?output=image) that Slicer loads as overlays.
+Connect 3D Slicer to {url} (what you click):
+  1. Extensions Manager: install "MONAILabel"; restart Slicer.
+  2. Modules > Active Learning > MONAILabel. Server: {url}, press the refresh button: the models and the
+     datastore appear ("Classification Models: 1" counts cxr_classification; the segmentation list holds
+     {slicer_model}).
+  3. "Next Sample" loads an image without labels from the datastore (or load your own image: Slicer uploads it
+     as a session when you run a model).
+  4. Auto Segmentation: choose {slicer_model}, press "Run". The segment that appears is where the top
+     finding's evidence lies (the saliency map above saliency_threshold, default 0.5); its name gives the finding,
+     its probability and the decision at the model's threshold; the Python console prints every probability.
+  5. "Submit Label" saves a segmentation as the image's final label; image-level labels (PUT
+     /datastore/image/info, above) stay, and training reads those.
   OHIF: MONAI Label serves its OHIF build at {url}/ohif/ when the studies are a DICOMweb server (for example
     Orthanc: --studies http://127.0.0.1:8042/dicom-web).""")
         if args.keep_running:

@@ -47,8 +47,10 @@ _install_compat()  # before monailabel.interfaces.app is imported (see medclass.
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -58,7 +60,9 @@ from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag  # noqa: E402
 from monailabel.interfaces.exception import ImageNotFoundException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType  # noqa: E402
+from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
+from monailabel.tasks.activelearning.first import First  # noqa: E402
 
 from medclass.label.bundle import BundleModel, InputImageError, parse_label_value, write_label_csv  # noqa: E402
 from medclass.label.safety import (  # noqa: E402
@@ -69,7 +73,8 @@ from medclass.saliency import METHODS as SALIENCY_METHODS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MedclassApp", "MedclassInferTask", "MedclassTrainTask", "SafeLocalDatastore", "datastore_labels",
+__all__ = ["MedclassApp", "MedclassInferTask", "MedclassSaliencyTask", "MedclassTrainTask", "SafeLocalDatastore",
+           "datastore_labels",
            "check_id_format", "upload_limit"]
 
 #: image files the local datastore lists, on top of MONAI Label's defaults (NIfTI, NRRD, PNG, JPEG, ...)
@@ -78,6 +83,22 @@ EXTRA_EXTENSIONS = ["*.dcm", "*.dicom", "*.jpeg"]
 
 def _normalize(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def image_level_labels(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The image-level labels of a JSON label file: an object of ``{label: value}``, or one under ``labels``.
+
+    Raises:
+        ClientError: the file is not such a JSON object (422, naming ``what``).
+    """
+    try:
+        content = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ClientError(f"{what} is not valid JSON: {e}") from e
+    content = content.get("labels", content) if isinstance(content, dict) else None
+    if not isinstance(content, dict):
+        raise ClientError(f"{what} must be a JSON object of labels, e.g. {{\"labels\": {{\"effusion\": 1}}}}")
+    return content
 
 
 def datastore_labels(datastore: Datastore, label_names: list[str]) -> list[tuple[str, str, dict[str, float]]]:
@@ -102,14 +123,7 @@ def datastore_labels(datastore: Datastore, label_names: list[str]) -> list[tuple
         if DefaultLabelTag.FINAL.value in (datastore.get_labels_by_image_id(image_id) or {}):
             label_file = datastore.get_label_uri(image_id, DefaultLabelTag.FINAL.value)
         if label_file and label_file.lower().endswith(".json") and os.path.isfile(label_file):
-            try:
-                content = json.loads(Path(label_file).read_text())
-            except ValueError as e:
-                raise ValueError(f"{label_file}: label file of image {image_id} is not valid JSON: {e}") from e
-            content = content.get("labels", content) if isinstance(content, dict) else None
-            if not isinstance(content, dict):
-                raise ValueError(f"{label_file}: label file of image {image_id} must be a JSON object of labels")
-            given.update(content)
+            given.update(image_level_labels(label_file, f"label file of image {image_id}"))
         labels = {}
         for key, value in given.items():
             name = wanted.get(_normalize(key))
@@ -142,10 +156,43 @@ class SafeLocalDatastore(LocalDatastore):
         return super().add_image(image_id, image_filename, image_info)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Save a label file; a JSON object of image-level labels is also merged into the image's info
+        ``labels``, so a segmentation saved later under the same tag (3D Slicer's *Submit Label* saves as
+        ``final``) does not take the image-level labels away."""
         check_id(image_id)
         check_id_format(label_tag, "label tag")
-        upload_extension(label_filename, LABEL_EXTENSIONS)
+        if upload_extension(label_filename, LABEL_EXTENSIONS) == ".json":
+            labels = image_level_labels(label_filename, f"label of image {image_id}")
+            for key, value in labels.items():
+                try:
+                    parse_label_value(value, f"label {key!r} of image {image_id}")
+                except ValueError as e:
+                    raise ClientError(str(e)) from e
+            if label_tag == DefaultLabelTag.FINAL.value and labels:
+                current = (self.get_image_info(image_id) or {}).get("labels")
+                merged = {**(current if isinstance(current, dict) else {}), **labels}
+                self.update_image_info(image_id, {"labels": merged})
         return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def _labelled(self, obj) -> bool:
+        given = obj.image.info.get("labels") if obj.image and obj.image.info else None
+        return bool(obj.labels.get(DefaultLabelTag.FINAL)) or (
+            isinstance(given, dict) and any(v not in (None, "") for v in given.values()))
+
+    def _served_objects(self) -> dict[str, Any]:
+        """The datastore's images whose files lie inside the studies folder (symlinks leaving it are skipped)."""
+        return {k: v for k, v in self._datastore.objects.items() if self.get_image_uri(k)}
+
+    def list_images(self) -> list[str]:
+        return list(self._served_objects())
+
+    def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        """Images with a ``final`` label file or image-level labels in their info (the strategies' "labelled")."""
+        return [k for k, v in self._served_objects().items() if self._labelled(v)]
+
+    def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        """Images with neither a ``final`` label file nor image-level labels (what *Next Sample* offers)."""
+        return [k for k, v in self._served_objects().items() if not self._labelled(v)]
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
         check_id(label_id, "label")
@@ -198,18 +245,55 @@ class MedclassInferTask(InferTask):
         Raises:
             ClientError: 422 for an image the bundle cannot read, 503 for a bundle without a trained model.
         """
+        result, saliency_file = self.predict(request, saliency=bool(request.get("saliency", False)))
+        return saliency_file, result
+
+    def predict(self, request: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], str | None]:
+        """:meth:`BundleModel.predict` on ``request["image"]`` with the request's saliency method; its errors as
+        :class:`ClientError` (422 unreadable image, 503 no trained model)."""
         image = request.get("image")
         if not isinstance(image, str) or not image:
             raise ClientError("no image given: name a datastore image (?image=<id>) or upload a file")
         try:
-            result, saliency_file = self.model.predict(image, saliency=bool(request.get("saliency", False)),
-                                                       method=request.get("saliency_method"), out_dir=self.out_dir)
+            return self.model.predict(image, method=request.get("saliency_method"), out_dir=self.out_dir, **kwargs)
         except InputImageError as e:
             shown = str(e).replace(image, os.path.basename(image))
             raise ClientError(f"{self.model.name} cannot use this image: {shown}") from e
         except FileNotFoundError as e:
             raise ClientError(f"{self.model.name} has no trained model yet", status=503) from e
-        return saliency_file, result
+
+
+class MedclassSaliencyTask(MedclassInferTask):
+    """A bundle as a *segmentation* model, the form 3D Slicer's MONAI Label module runs (its *Auto Segmentation*
+    lists segmentation models only): the label map is the top finding's saliency map thresholded at
+    ``saliency_threshold`` (NIfTI in the input's geometry), the result params carry every probability and
+    decision as for the classification model, and ``label_names`` names the one segment after the finding, its
+    probability and its decision, which is what Slicer shows in its segment list.
+
+    Served as ``<bundle>_saliency`` beside the classification model ``<bundle>``.
+    """
+
+    SUFFIX = "_saliency"
+
+    def __init__(self, model: BundleModel) -> None:
+        InferTask.__init__(
+            self,
+            type=InferType.SEGMENTATION,
+            labels=list(model.label_names),
+            dimension=model.spatial_dims,
+            description=f"{model.name}: where the top finding's evidence is (thresholded saliency map)",
+            config={"saliency_method": model.saliency_method, "saliency_threshold": 0.5},
+        )
+        self.model = model
+        self.out_dir = tempfile.mkdtemp(prefix=f"medclass-label-{model.name}-saliency-")
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        result, mask = self.predict(request, saliency=True, saliency_format="mask",
+                                    saliency_threshold=float(request.get("saliency_threshold", 0.5)))
+        top = next(x for x in result["labels"] if x["name"] == result["top_label"])
+        decision = "positive" if top["prediction"] else "negative"
+        result["label_names"] = [f"{top['name']} p={top['probability']:.2f} ({decision} at {top['threshold']:.2f})"]
+        return mask, result
 
 
 class MedclassTrainTask(TrainTask):
@@ -253,6 +337,27 @@ class MedclassTrainTask(TrainTask):
                 logger.info("%s: training on %d labelled datastore images", self.model.name, n)
             return self.model.train(datalist, max_epochs=max_epochs, from_scratch=clean.get("from_scratch", False),
                                     overrides=overrides)
+
+
+class RandomUnlabelled(Strategy):
+    """*Next Sample*: a random image without labels (:meth:`SafeLocalDatastore.get_unlabeled_images`), favouring
+    those offered longest ago. MONAI Label's own ``Random`` weighs by the seconds since an image was last offered
+    and fails ("Total of weights must be greater than zero") when every candidate was offered within the same
+    second; here every weight is at least 1."""
+
+    def __init__(self) -> None:
+        super().__init__("Random unlabelled image")
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
+        images = datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels"))
+        if not images:
+            return None
+        strategy, now = request.get("strategy", "random"), int(time.time())
+        offered = [(datastore.get_image_info(i) or {}).get("strategy", {}).get(strategy, {}).get("ts", 0)
+                   for i in images]
+        weights = [max(1, now - ts) for ts in offered]
+        k = random.choices(range(len(images)), weights=weights)[0]
+        return {"id": images[k], "weight": weights[k]}
 
 
 def _conf_list(conf: dict[str, Any], key: str) -> list[str]:
@@ -335,7 +440,14 @@ class MedclassApp(MONAILabelApp):
                                   read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {name: MedclassInferTask(m) for name, m in self.models.items()}
+        tasks: dict[str, InferTask] = {}
+        for name, m in self.models.items():
+            tasks[name] = MedclassInferTask(m)
+            tasks[name + MedclassSaliencyTask.SUFFIX] = MedclassSaliencyTask(m)
+        return tasks
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        return {"random": RandomUnlabelled(), "first": First()}
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {name: MedclassTrainTask(m, self.datalist_roots()) for name, m in self.models.items()}
@@ -383,8 +495,16 @@ class MedclassApp(MONAILabelApp):
             raise not_found("image", image_id)
         return uri
 
-    def cleanup_training(self) -> list[str]:
-        """Remove the work folders of stopped or killed trainings (``models/.train-*``); returns the removed."""
+    def cleanup_training(self, wait: float = 10.0) -> list[str]:
+        """Remove the work folders of stopped or killed trainings (``models/.train-*``); returns the removed.
+
+        Args:
+            wait: seconds to wait for a just-killed training process to be gone (a kill is not instant).
+        """
+        deadline = time.monotonic() + wait
+        while any(m.work_folders() != m.stale_work_folders() for m in self.models.values()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         removed = []
         for m in self.models.values():
             for work in m.stale_work_folders():

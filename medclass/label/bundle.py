@@ -287,7 +287,8 @@ class BundleModel:
         return served
 
     def predict(self, image: str | os.PathLike, saliency: bool = False, method: str | None = None,
-                out_dir: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
+                out_dir: str | os.PathLike | None = None, saliency_format: str | None = None,
+                saliency_threshold: float = 0.5) -> tuple[dict[str, Any], str | None]:
         """Classify one image with the pieces of the bundle's ``inference`` workflow.
 
         The preprocessing, network (with ``models/model.pt`` loaded as the workflow's ``CheckpointLoader``
@@ -297,11 +298,15 @@ class BundleModel:
 
         Args:
             image: an image file (PNG/JPEG/DICOM/NIfTI for 2D; NIfTI, 3D DICOM or a DICOM series folder for 3D).
-            saliency: also write the saliency map of the top label (PNG for 2D, NIfTI for 3D) on the grid of the
-                input image (its shape; for 3D its affine), values 0-255 (PNG) or 0-1 (NIfTI).
+            saliency: also write the saliency map of the top label on the grid of the input image (its shape and
+                affine), in ``saliency_format``.
             method: saliency method (see :func:`medclass.saliency.saliency_maps`); ``None``: the bundle's
                 ``saliency_method`` (:attr:`saliency_method`).
             out_dir: folder for the saliency file (default: a new temporary folder).
+            saliency_format: ``png`` (values 0-255; 2D only), ``nifti`` (values 0-1, the input's affine) or
+                ``mask`` (a uint8 NIfTI label map, 1 where the map is at least ``saliency_threshold``: what 3D
+                Slicer loads as a segment); default ``png`` in 2D, ``nifti`` in 3D.
+            saliency_threshold: the map value (0-1, 1 = the map's maximum) a ``mask`` starts at.
 
         Returns:
             ``(result, saliency_file)``: ``result`` holds ``labels`` (one entry per label: ``name``,
@@ -316,6 +321,9 @@ class BundleModel:
 
         image = Path(image)
         method = self.saliency_method if method is None else method
+        fmt = saliency_format or ("png" if self.spatial_dims == 2 else "nifti")
+        if fmt not in ("png", "nifti", "mask") or (fmt == "png" and self.spatial_dims != 2):
+            raise ValueError(f"saliency_format must be nifti or mask{' or png' * (self.spatial_dims == 2)}, got {fmt!r}")
         served = self._served()
         t0 = time.perf_counter()
         try:
@@ -347,15 +355,16 @@ class BundleModel:
         if flag(saliency, "saliency"):
             t1 = time.perf_counter()
             saliency_file, shape = self._saliency(served.network, pre, top, method, served.reader, image,
-                                                  Path(out_dir) if out_dir else None)
-            result["saliency"] = {"label": self.label_names[top], "method": method, "shape": shape,
-                                  "format": "png" if self.spatial_dims == 2 else "nifti"}
+                                                  Path(out_dir) if out_dir else None, fmt, saliency_threshold)
+            result["saliency"] = {"label": self.label_names[top], "method": method, "shape": shape, "format": fmt}
+            if fmt == "mask":
+                result["saliency"]["threshold"] = saliency_threshold
             result["latency_s"]["saliency"] = round(time.perf_counter() - t1, 4)
         return result, saliency_file
 
-    def _saliency(self, network, pre, target: int, method: str, reader, image: Path,
-                  out_dir: Path | None) -> tuple[str, list[int]]:
-        """The saliency map of label ``target`` on the input image's grid, written as PNG (2D) or NIfTI (3D)."""
+    def _saliency(self, network, pre, target: int, method: str, reader, image: Path, out_dir: Path | None,
+                  fmt: str, threshold: float) -> tuple[str, list[int]]:
+        """The saliency map of label ``target`` on the input image's grid (see :meth:`predict` for ``fmt``)."""
         from monai.data import MetaTensor
         from monai.transforms import ResampleToMatch
 
@@ -365,7 +374,7 @@ class BundleModel:
         param = next(network.parameters())
         maps = saliency_maps(network, x.to(param.device), targets=[target], method=method)  # (1, 1, *spatial)
         # the map lives on the preprocessed grid (affine tracked by the bundle's transforms); resample it onto
-        # the grid the bundle's reader gives the raw input (its shape and, for volumes, its affine)
+        # the grid the bundle's reader gives the raw input (its shape and affine)
         raw = reader({"image": str(image), "id": "input"})["image"]
         pre_affine = pre.affine if hasattr(pre, "affine") else raw.affine
         m = MetaTensor(maps[0].float(), affine=torch.as_tensor(pre_affine, dtype=torch.float64))
@@ -375,23 +384,32 @@ class BundleModel:
         arr = np.clip(np.asarray(m.detach().cpu())[0], 0.0, 1.0).astype(np.float32)
         out_dir = out_dir or Path(tempfile.mkdtemp(prefix="medclass-saliency-"))
         out_dir.mkdir(parents=True, exist_ok=True)
-        if self.spatial_dims == 2:
+        if fmt == "png":
             from PIL import Image
 
             path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.png"
             Image.fromarray(np.round(arr * 255.0).astype(np.uint8)).save(path)
-        else:
+        else:  # NIfTI with the input's affine: a viewer lays it over the image it came from
             import nibabel as nib
 
+            data = (arr >= threshold).astype(np.uint8) if fmt == "mask" else arr
+            affine = np.eye(4)
+            raw_affine = np.asarray(raw.affine, dtype=np.float64)
+            k = raw_affine.shape[0] - 1  # 2 or 3 spatial axes
+            affine[:k, :k], affine[:k, 3] = raw_affine[:k, :k], raw_affine[:k, k]
             path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.nii.gz"
-            nib.save(nib.Nifti1Image(arr, np.asarray(raw.affine, dtype=np.float64)), str(path))
+            nib.save(nib.Nifti1Image(data[..., None] if data.ndim == 2 else data, affine), str(path))
         return str(path), [int(s) for s in arr.shape]
 
     # ------------------------------------------------------------------ training
+    def work_folders(self) -> list[Path]:
+        """The work folders of trainings, running or not: ``models/.train-*``."""
+        return sorted(self.model_path.parent.glob(".train-*"))
+
     def stale_work_folders(self) -> list[Path]:
-        """Work folders of trainings whose process has ended (stopped, killed): ``models/.train-*``."""
+        """Work folders of trainings whose process has ended (stopped, killed)."""
         out = []
-        for work in self.model_path.parent.glob(".train-*"):
+        for work in self.work_folders():
             try:
                 pid = int((work / OWNER_FILE).read_text())
             except (OSError, ValueError):

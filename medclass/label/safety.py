@@ -108,7 +108,7 @@ IGNORED_KEYS = frozenset({"model", "client_id", "gpus", "local_rank", "device", 
                           "result_compress", "label_info", "description"})
 
 #: ``params`` of ``POST /infer/<model>`` a client may set
-INFER_PARAMS = ("saliency", "saliency_method")
+INFER_PARAMS = ("saliency", "saliency_method", "saliency_threshold")
 
 #: image files a client may upload (the datastore lists the same); ``.nii.gz`` before ``.gz``-less names
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nrrd", ".mha")
@@ -219,6 +219,8 @@ def check_infer_params(params: Any, saliency_methods: Iterable[str]) -> dict[str
             if value not in methods:
                 raise ClientError(f"params: 'saliency_method' must be one of {', '.join(methods)}, got {_show(value)}")
             out[key] = value
+        elif key == "saliency_threshold":
+            out[key] = Setting(float, 0.01, 1.0).check(key, value)
         else:
             raise ClientError(f"params: {key!r} is not a parameter of this model; allowed: {', '.join(INFER_PARAMS)}")
     return out

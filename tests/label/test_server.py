@@ -84,7 +84,10 @@ def test_info_lists_both_bundles_as_classification_models(server):
     assert models["cxr_classification"]["config"]["saliency_method"] == "gradcam"
     assert models["volume_classification"]["config"]["saliency_method"] == "smoothgrad"
     assert set(info["trainers"]) == {"cxr_classification", "volume_classification"}
-    assert info["datastore"]["total"] == 3  # the DICOM is listed too (and link.dcm, a symlink leaving the studies)
+    # each bundle also in the form 3D Slicer runs: a segmentation model of the top finding's saliency
+    assert models["cxr_classification_saliency"]["type"] == "segmentation"
+    assert models["volume_classification_saliency"]["dimension"] == 3
+    assert info["datastore"]["total"] == 2  # the DICOM is listed too (not link.dcm, a symlink leaving the studies)
     # the settings a client may change, with their ranges, and the server's limits
     settings = info["trainers"]["cxr_classification"]["settings"]
     assert settings["max_epochs"] == {"type": "int", "min": 1, "max": 1000, "doc": "training epochs"}
@@ -223,6 +226,7 @@ def test_tutorial_04_monai_label(real_data, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "monailabel start_server --app" in res.stdout and "--uvicorn_app medclass.label.server:app" in res.stdout
     assert "training DONE" in res.stdout and "server stopped" in res.stdout
+    assert "3D Slicer's Auto Segmentation" in res.stdout and "  segment '" in res.stdout
     from PIL import Image
 
     png = Image.open(tmp_path / "saliency.png")  # cxr_0 is CR-MONO1-10-chest.dcm (440 x 440)
