@@ -30,6 +30,7 @@ from medclass.transforms.array import (
 )
 from medclass.transforms.post import Probabilitiesd
 from medclass.transforms.io import META_KEYS, ReadImage, ReadImaged, read_image
+from medclass.transforms.orientation import InputGeometry, input_geometry
 from medclass.transforms.presets import (
     AUGMENT_ON,
     DEFAULT_AUGMENT,
@@ -51,6 +52,8 @@ __all__ = [
     "read_image",
     "ReadImage",
     "ReadImaged",
+    "InputGeometry",
+    "input_geometry",
     "CT_WINDOWS",
     "resolve_window",
     "RobustScaleIntensity",
