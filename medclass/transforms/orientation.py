@@ -20,10 +20,13 @@ so the DICOM and any correct conversion of it (whatever order and affine the con
 Standard axial, coronal and sagittal DICOM images come out as stored; ``PatientOrientation`` is not used
 (ITK ignores it, so a converted file could not agree).
 
-What geometry cannot tell: a NIfTI made from ``MONOCHROME1`` pixels holds the stored (inverted) values and
-no photometric interpretation, so it reads dark-on-bright where the DICOM reads bright bone; a NIfTI without
-``qform`` / ``sform`` gets nibabel's default (Analyze, LAS) affine, which viewers following the NIfTI standard
-place mirrored. Invert / orient such files before use.
+What a NIfTI cannot tell: it has no photometric interpretation, so the reader takes its values as they are.
+ITK (GDCM) inverts ``MONOCHROME1`` when it reads the DICOM (SimpleITK 2.5 writes ``2**BitsStored - 1 -
+stored``), so a 3D Slicer / SimpleITK conversion reads as bright bone like the DICOM; a NIfTI holding the stored
+``MONOCHROME1`` values (e.g. written by nibabel from pydicom's ``pixel_array``, or by converters that copy the
+pixels) reads inverted, dark bone, and must be inverted before use. Likewise a NIfTI without ``qform`` /
+``sform`` gets nibabel's default (Analyze, LAS) affine, which viewers following the NIfTI standard place
+mirrored.
 
 The reader keeps, in the metadata, ``source_affine`` (voxel of the image as stored -> RAS mm) and
 ``world_affine`` (voxel of the returned array -> RAS mm): a map written with ``world_affine`` lands where the
