@@ -171,7 +171,7 @@ def plane_of(data: np.ndarray, affine: np.ndarray, name: str, what: str) -> tupl
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:
-        return data, a
+        return data, _with_normal(a)
     ones = [k for k in range(data.ndim) if data.shape[k] == 1]
     if data.ndim != 3 or not ones:
         what_is = f"a {data.ndim}D image" + (" (e.g. a time series or several volumes)" if data.ndim > 3 else "")
@@ -181,7 +181,17 @@ def plane_of(data: np.ndarray, affine: np.ndarray, name: str, what: str) -> tupl
         )
     k = ones[-1]
     keep = [i for i in range(3) if i != k]
-    return np.take(data, 0, axis=k), a[:, keep + [k, 3]]
+    return np.take(data, 0, axis=k), _with_normal(a[:, keep + [k, 3]])
+
+
+def _with_normal(a: np.ndarray) -> np.ndarray:
+    """A zero or in-plane third (length-1) axis -> the unit plane normal, so the affine stays invertible."""
+    d = a[:3, :3]
+    n = np.cross(d[:, 0], d[:, 1])
+    if np.linalg.norm(n) > 0 and abs(np.linalg.det(d)) <= 1e-6 * np.prod(np.linalg.norm(d, axis=0)):
+        a = a.copy()
+        a[:3, 2] = n / np.linalg.norm(n)
+    return a
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,7 +292,10 @@ def input_geometry(image: Any, path: str | os.PathLike | None = None) -> InputGe
     cur = np.asarray(_numpy(image.affine if nd == 3 else meta["world_affine"]), dtype=np.float64)
     if src.shape != (4, 4) or cur.shape != (4, 4) or len(src_shape) != nd:
         raise ValueError(f"{name}: unexpected geometry metadata for a {nd}D image (source shape {src_shape})")
-    m = np.linalg.solve(src, cur)  # reader index -> input index
+    try:
+        m = np.linalg.solve(src, cur)  # reader index -> input index
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{name}: the input's affine {src.round(6).tolist()} is singular") from None
     rot = m[:nd, :nd]
     perm = np.rint(rot)
     ok = np.allclose(rot, perm, atol=_ATOL) and (np.abs(perm).sum(axis=0) == 1).all() and (

@@ -120,6 +120,25 @@ def test_nifti_2d_singleton_axis_first(tmp_path):
         read_image(save_nifti(tmp_path / "x.nii.gz", np.zeros((6, 9, 2), np.float32), np.eye(4)))
 
 
+def test_nifti_2d_zero_third_axis_is_replaced_by_the_normal(tmp_path):
+    """A 2D NIfTI whose length-1 axis has no direction: the pixels are still placed, and mapped back."""
+    import nibabel as nib
+
+    from medclass.transforms import input_geometry
+
+    a = coded()
+    data, affine = swap_axes(a, plane_affine())
+    affine[:3, 2] = 0.0
+    img = nib.Nifti1Image(data[..., None].astype(np.float32), None)
+    img.set_sform(affine, code=2)
+    nib.save(img, str(tmp_path / "thin.nii.gz"))
+    raw = ReadImage()(tmp_path / "thin.nii.gz")
+    np.testing.assert_array_equal(raw[0].numpy(), a)
+    np.testing.assert_allclose(raw.meta["world_affine"][:3, :2], plane_affine()[:3, :2])
+    assert abs(np.linalg.det(raw.meta["source_affine"][:3, :3])) > 0
+    np.testing.assert_array_equal(input_geometry(raw).to_input(raw[0]), data)
+
+
 def test_nifti_2d_degenerate_affine_is_an_error(tmp_path):
     import nibabel as nib
 
@@ -292,3 +311,23 @@ def test_input_geometry_errors(tmp_path):
     g = input_geometry(raw)
     with pytest.raises(ValueError, match=r"shape \(5, 5\).*\(6, 9\)"):
         g.to_input(np.zeros((5, 5)))
+
+
+def test_mixed_2d_sources_collate_with_their_geometry(tmp_path):
+    from monai.data import DataLoader, Dataset
+
+    a = coded(40, 56, dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    items = [
+        {"image": str(make_dicom(tmp_path / "x.dcm", a, orientation=PLANES["coronal"])), "id": "dcm"},
+        {"image": str(tmp_path / "x.png"), "id": "png"},
+        {"image": str(save_nifti(tmp_path / "x.nii.gz", a.T[..., None], np.diag([-1.0, -1.0, 1.0, 1.0]))), "id": "nii"},
+        {"image": a, "id": "array"},
+    ]
+    loader = DataLoader(Dataset(items, build_transforms("cxr", image_size=(32, 32))), batch_size=4)
+    batch = next(iter(loader))
+    img = batch["image"]
+    assert img.shape == (4, 1, 32, 32)
+    torch.testing.assert_close(img[1:], img[:1].expand(3, -1, -1, -1))  # one picture, four sources
+    assert tuple(img.meta["world_affine"].shape) == (4, 4, 4)
+    assert tuple(img.meta["source_affine"].shape) == (4, 4, 4)
