@@ -21,8 +21,9 @@ Standard axial, coronal and sagittal DICOM images come out as stored; ``PatientO
 (ITK ignores it, so a converted file could not agree).
 
 What a NIfTI cannot tell: it has no photometric interpretation, so the reader takes its values as they are.
-ITK (GDCM) inverts ``MONOCHROME1`` when it reads the DICOM (SimpleITK 2.5 writes ``2**BitsStored - 1 -
-stored``), so a 3D Slicer / SimpleITK conversion reads as bright bone like the DICOM; a NIfTI holding the stored
+ITK's GDCM reader inverts ``MONOCHROME1`` (SimpleITK 2.5 writes ``2**BitsStored - 1 - stored``; measured on
+``RG1_J2KI.dcm``), so a SimpleITK conversion reads as bright bone like the DICOM (a viewer reading DICOM through
+another library may not invert: check its output); a NIfTI holding the stored
 ``MONOCHROME1`` values (e.g. written by nibabel from pydicom's ``pixel_array``, or by converters that copy the
 pixels) reads inverted, dark bone, and must be inverted before use. Likewise a NIfTI without ``qform`` /
 ``sform`` gets nibabel's default (Analyze, LAS) affine, which viewers following the NIfTI standard place
