@@ -15,7 +15,7 @@ import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, Resize, Transform
+from monai.transforms import MapTransform, Orientation, Resize, Transform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ __all__ = [
     "CropOrPadd",
     "LabelToTensor",
     "LabelToTensord",
+    "OrientFromGeometry",
+    "OrientFromGeometryd",
 ]
 
 #: Named CT windows as ``(level, width)`` in Hounsfield units (the usual radiology display settings).
@@ -302,6 +304,44 @@ class CropOrPadd(_KeyWise):
     def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.cropper = CropOrPad(spatial_size)
+
+
+class OrientFromGeometry(Transform):
+    """MONAI :class:`~monai.transforms.Orientation` to ``axcodes`` for images that carry a patient geometry.
+
+    Images read from NIfTI, ITK or DICOM files (``meta["source_format"]`` ``"nifti"``, ``"itk"``, ``"dicom"``)
+    are reoriented from their affine, so that one volume stored in different voxel orders (a DICOM series, a
+    NIfTI written by ITK / dcm2niix / nibabel) gives one array. Arrays and ``.npy`` files have no geometry
+    (their identity affine is a placeholder) and pass unchanged, in the order given.
+
+    Args:
+        axcodes: three letters, e.g. ``"RAS"`` or ``"SPL"`` (see :class:`monai.transforms.Orientation`).
+        labels: the axis-code pairs (default ``(("L", "R"), ("P", "A"), ("I", "S"))``).
+    """
+
+    GEOMETRIC_SOURCES = ("nifti", "itk", "dicom")
+
+    def __init__(self, axcodes: str, labels: Sequence[tuple[str, str]] = (("L", "R"), ("P", "A"), ("I", "S"))) -> None:
+        self.orientation = Orientation(axcodes=axcodes, labels=tuple(tuple(p) for p in labels))
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Reorient ``img`` (a :class:`~monai.data.MetaTensor` from the reader) when it has a geometry."""
+        meta = getattr(img, "meta", None) or {}
+        if meta.get("source_format") not in self.GEOMETRIC_SOURCES:
+            return img
+        return self.orientation(img)
+
+
+class OrientFromGeometryd(_KeyWise):
+    """Dictionary wrapper of :class:`OrientFromGeometry`."""
+
+    _array_attr = "orienter"
+
+    def __init__(self, keys: KeysCollection, axcodes: str,
+                 labels: Sequence[tuple[str, str]] = (("L", "R"), ("P", "A"), ("I", "S")),
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.orienter = OrientFromGeometry(axcodes, labels)
 
 
 class LabelToTensor(Transform):

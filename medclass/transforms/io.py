@@ -1,10 +1,17 @@
-"""Image reading: DICOM, PIL formats (PNG, JPEG, TIFF, ...), NIfTI and in-memory arrays.
+"""Image reading: DICOM, PIL formats (PNG, JPEG, TIFF, ...), NIfTI, ITK formats and in-memory arrays.
 
 Every reader returns a single-channel, channel-first ``float32`` array and a metadata dict with one
 fixed set of keys (see :data:`META_KEYS`), so that items from different sources collate into one
-batch. 2D images come out as ``(1, H, W)`` with ``H`` the rows (top to bottom) and ``W`` the
-columns (left to right), i.e. numpy / DICOM / PIL display order, *not* MONAI ``PILReader``'s
-transposed order.
+batch.
+
+2D (``spatial_dims=2``): ``(1, H, W)`` in DICOM display order, rows top to bottom and columns left to
+right, decided by the image's own geometry (:mod:`medclass.transforms.orientation` has the rule): DICOM
+without ``ImageOrientationPatient`` (most radiographs), PNG / JPEG / TIFF and arrays keep their stored
+pixel order (*not* MONAI ``PILReader``'s transposed order); NIfTI / NRRD / MHA slices follow their affine,
+so a file that ITK, SimpleITK or 3D Slicer wrote from a DICOM (stored ``(columns, rows, 1)``) reads exactly
+as the DICOM does; a DICOM with ``ImageOrientationPatient`` follows the same rule (a mirrored or transposed
+one is put upright). ``meta["world_affine"]`` places the returned pixels in the patient (RAS, mm);
+``meta["source_affine"]`` the pixels as stored.
 
 3D (``spatial_dims=3``):
 
@@ -51,6 +58,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
+from medclass.transforms.orientation import plane_affine, plane_of, to_display
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -67,14 +76,16 @@ __all__ = [
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 #: File name endings read with nibabel.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: File name endings read with MONAI ``LoadImage`` (ITK) as 3D volumes.
+#: File name endings read with MONAI ``LoadImage`` (ITK): 3D volumes, or 2D images for ``spatial_dims=2``.
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 #: The keys every metadata dict holds (same keys and types for every source, so batches collate).
 META_KEYS = (
     "filename_or_obj",  # str: the path, or the item id / name for arrays
     "source_format",  # str: "dicom" (files, multi-frame files and series folders), "pil:<FORMAT>", "array", "npy", "nifti", "itk"
-    "original_shape",  # tuple[int, ...]: spatial shape as read ((H, W), (D, H, W), (I, J, K); DICOM volumes (cols, rows, slices))
+    # tuple[int, ...]: spatial shape as stored: (rows, cols), 2D NIfTI / ITK (I, J), arrays (D, H, W), (I, J, K),
+    # DICOM volumes (cols, rows, slices)
+    "original_shape",
     "original_channels",  # int: channels as stored (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)
     "original_dtype",  # str: numpy dtype of the stored values, e.g. "uint16"
     "photometric_interpretation",  # str: DICOM value, "" for other sources
@@ -86,6 +97,8 @@ META_KEYS = (
     "inverted",  # bool: MONOCHROME1 / INVERSE data were inverted to MONOCHROME2 polarity
     "spacing",  # tuple[float, ...]: pixel / voxel size in mm per spatial axis (1.0 when unknown)
     "spatial_shape",  # np.ndarray[int64]: spatial shape of the returned array
+    "source_affine",  # np.ndarray (4, 4) float64: voxel of the image as stored (original_shape order) -> RAS mm
+    "world_affine",  # np.ndarray (4, 4) float64: voxel of the returned array -> RAS mm
 )
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
@@ -108,6 +121,8 @@ def _base_meta(name: str, source_format: str) -> dict[str, Any]:
         "inverted": False,
         "spacing": (),
         "spatial_shape": np.zeros(0, dtype=np.int64),
+        "source_affine": np.eye(4),
+        "world_affine": np.eye(4),
     }
 
 
@@ -667,8 +682,21 @@ def _read_dicom(path: Path, spatial_dims: int, voi: bool, name: str) -> tuple[np
         x = _voi_and_polarity(x, modality_out, ds, voi, name, meta)
 
     x, _, _ = _array_to_channel_first(x, 2, name)
-    meta["spacing"] = _pixel_spacing(ds) or (1.0, 1.0)
-    return x, meta, None
+    return x, meta, _dicom_plane(ds, name)
+
+
+def _dicom_plane(ds, name: str) -> np.ndarray:
+    """RAS affine of a single-frame DICOM's stored ``(rows, columns)`` grid (ITK's placement without IOP)."""
+    row_col = _pixel_spacing(ds) or (1.0, 1.0)
+    r, c = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    iop = _floats(ds.get("ImageOrientationPatient", None) or [], 6)
+    if iop is not None:
+        try:
+            r, c, _ = _directions(iop, name)
+        except ValueError as e:
+            logger.warning("%s; the stored pixel order is kept", e)
+    ipp = _floats(ds.get("ImagePositionPatient", None) or [], 3)
+    return plane_affine(r, c, row_col, ipp if ipp is not None else np.zeros(3), _slice_spacing(ds) or 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -965,6 +993,8 @@ def _read_nifti(path: Path, spatial_dims: int, name: str) -> tuple[np.ndarray, d
     except Exception as e:
         raise ValueError(f"{name}: cannot read image ({type(e).__name__}: {e})") from e
     shape = tuple(int(s) for s in data.shape)
+    if spatial_dims == 2:
+        data, affine = plane_of(data, affine, name, "NIfTI")  # spacing: from the display affine (read_image)
     while data.ndim > spatial_dims and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != spatial_dims:
@@ -986,22 +1016,23 @@ def _read_nifti(path: Path, spatial_dims: int, name: str) -> tuple[np.ndarray, d
 def _read_itk(path: Path, spatial_dims: int, name: str) -> tuple[np.ndarray, dict, np.ndarray]:
     from monai.transforms import LoadImage
 
-    if spatial_dims != 3:
-        raise ValueError(f"{name}: volumes need spatial_dims=3, got {spatial_dims}")
     try:
         data, m = LoadImage(image_only=False, ensure_channel_first=False, reader="ITKReader")(str(path))
     except Exception as e:
         raise ValueError(f"{name}: cannot read image ({type(e).__name__}: {e})") from e
     arr = np.asarray(data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data)
     shape = tuple(int(s) for s in arr.shape)
-    while arr.ndim > 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise ValueError(f"{name}: volume of shape {shape}; expected {_expected(3)}")
+    affine = np.asarray(m.get("affine", np.eye(arr.ndim + 1)), dtype=np.float64)
+    if spatial_dims == 2:
+        arr, affine = plane_of(arr, affine, name, "ITK")  # spacing: from the display affine (read_image)
+    else:
+        while arr.ndim > 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 3:
+            raise ValueError(f"{name}: volume of shape {shape}; expected {_expected(3)}")
     meta = _base_meta(name, "itk")
     meta["original_shape"] = tuple(int(s) for s in arr.shape)
     meta["original_dtype"] = str(arr.dtype)
-    affine = np.asarray(m.get("affine", np.eye(4)), dtype=np.float64)
     meta["spacing"] = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     meta["modality"] = str(m.get("0008|0060", "") or "").strip()
     return arr[None], meta, affine
@@ -1035,13 +1066,17 @@ def read_image(
         ``(array, meta)``: ``array`` is ``float32`` of shape ``(1, H, W)`` (2D) or, for 3D,
         ``(1, D, H, W)`` (arrays), ``(1, I, J, K)`` (NIfTI / ITK voxel order) or ``(1, columns, rows,
         slices)`` (DICOM volumes), all values finite, in source units (see the module docstring).
-        ``meta`` holds the keys of :data:`META_KEYS`, plus ``"affine"`` (4x4 ``float64``, voxel to
-        RAS world, mm) for NIfTI / ITK / DICOM volumes.
+        2D images are in display order (see :mod:`medclass.transforms.orientation`): the same image as
+        DICOM, PNG or a NIfTI / NRRD / MHA written from it gives the same array. ``meta`` holds the keys
+        of :data:`META_KEYS` (``world_affine``: the returned array's voxel to RAS world, mm;
+        ``source_affine``: the same for the image as stored, in ``original_shape`` order), plus
+        ``"affine"`` (4x4 ``float64``, voxel to RAS world, mm) for NIfTI / ITK / DICOM volumes.
 
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: unreadable, truncated or unsupported file; wrong number of spatial dims for
-            ``spatial_dims`` (a 2D image for 3D, a 4D volume); unexpected channel count; NaN/Inf
+            ``spatial_dims`` (a 2D image for 3D, a 4D volume); a 2D NIfTI / ITK affine that cannot place
+            the image (zero-length or parallel in-plane axes); unexpected channel count; NaN/Inf
             pixels; an invalid DICOM series (mixed series, different slice sizes / orientations,
             duplicated positions, missing slices, uneven spacing). The message names the file or
             the series folder.
@@ -1084,6 +1119,7 @@ def read_image(
                 raise ValueError(f"{label}: cannot read image ({type(e).__name__}: {e})") from e
             out, meta = read_image(arr, spatial_dims=spatial_dims, name=label)
             meta["source_format"] = "npy"
+            return out, meta
         elif lname.endswith(DICOM_SUFFIXES) or _has_dicom_magic(path):
             out, meta, affine = _read_dicom(path, spatial_dims, voi, label)
         else:
@@ -1114,9 +1150,17 @@ def read_image(
             f"{label}: volume of shape {tuple(out.shape[1:])} has a single slice along axis "
             f"{out.shape[1:].index(1)}: it is a 2D image; expected {_expected(3)}"
         )
+    if spatial_dims == 2:  # display order from the source's geometry (medclass.transforms.orientation)
+        plane = affine if affine is not None else plane_affine(spacing=meta["spacing"])
+        out, world = to_display(out, plane, label)
+        meta["spacing"] = tuple(float(s) for s in np.linalg.norm(world[:3, :2], axis=0))
+        meta["source_affine"], meta["world_affine"] = plane, world
+    else:
+        if affine is not None:
+            meta["affine"] = affine
+        world = affine if affine is not None else np.diag([*meta["spacing"], 1.0])
+        meta["source_affine"], meta["world_affine"] = world.copy(), world.copy()
     meta["spatial_shape"] = np.asarray(out.shape[1:], dtype=np.int64)
-    if affine is not None:
-        meta["affine"] = affine
     return out, meta
 
 
@@ -1125,8 +1169,12 @@ class ReadImage(Transform):
 
     The array work is :func:`read_image`; the result's ``.meta`` holds :data:`META_KEYS` (with
     ``filename_or_obj`` the path, or ``name`` / ``"<array>"`` for arrays) and ``.affine`` is the
-    NIfTI / ITK / DICOM volume's RAS affine, for 2D ``diag(row_spacing, col_spacing, 1, 1)`` and for
-    3D arrays the identity.
+    NIfTI / ITK / DICOM volume's RAS affine, for 3D arrays the identity, and for 2D the in-plane pixel
+    affine ``diag(row_spacing, col_spacing, 1, 1)`` of the display-order array: MONAI's 2D resampling
+    (``Spacing``, ``ResampleToMatch``) inverts the affine's x/y block, which is singular for a coronal or
+    sagittal plane, so the patient placement of a 2D image is ``.meta["world_affine"]`` instead (write a
+    map with it, or use :func:`~medclass.transforms.orientation.input_geometry` to put it back on the
+    input file's own grid).
 
     Args:
         spatial_dims: 2 or 3.

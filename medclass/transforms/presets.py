@@ -16,7 +16,8 @@ With ``augment_on="batch"`` the random steps are left out (the whole pipeline is
 Presets:
 
 * ``cxr``: 2D radiographs (DICOM window + MONOCHROME1 inversion, 0.5/99.5 percentile scaling).
-* ``generic``: already-normalised arrays (MedMNIST 2D ``(H, W)`` / 3D ``(D, H, W)``), min-max scaling.
+* ``generic``: already-normalised arrays (MedMNIST 2D ``(H, W)`` / 3D ``(D, H, W)``), min-max scaling; 3D files
+  are oriented to ``axcodes`` (default ``"SPL"``: the ``(D, H, W)`` of arrays, see below).
 * ``ct``: Hounsfield units (no DICOM window), orientation to ``axcodes`` (RAS), optional resampling
   to ``spacing`` mm, a CT ``window`` by name (:data:`~medclass.transforms.array.CT_WINDOWS`) or
   ``(level, width)`` mapped onto ``[0, 1]`` and clipped, then resize or crop/pad to ``image_size``.
@@ -24,11 +25,22 @@ Presets:
   0.5/99.5 -> ``[0, 1]``) or ``"zscore"`` (body mean 0 / std 1; the final fixed normalisation is then
   the identity), then resize or crop/pad.
 
-3D axis order: arrays keep their ``(D, H, W)`` order (identity affine); files (NIfTI, DICOM series /
-multi-frame, ITK) are read in voxel-index order ``(I, J, K)`` with their RAS affine, and ``ct`` / ``mr``
-reorient them so that the output ``(1, X, Y, Z)`` runs towards the patient's Right, Anterior and
-Superior (``axcodes="RAS"``): ``image_size`` and ``spacing`` are given in that order, and the
-left-right axis (the default flip axis) is axis 0.
+2D axis order: ``(H, W)`` display order for every source (the reader orients NIfTI / ITK slices and DICOMs with
+``ImageOrientationPatient`` from their geometry, see :mod:`medclass.transforms.orientation`).
+
+3D axis order: one orientation per pipeline, whatever the source. Arrays keep their ``(D, H, W)`` order (identity
+affine); files (NIfTI, DICOM series / multi-frame, ITK) are read in voxel-index order ``(I, J, K)`` with their RAS
+affine -- which depends on how each file stores the volume (a DICOM series and its ITK / 3D Slicer conversion
+share ``(columns, rows, slices)``, dcm2niix or ``nibabel.as_closest_canonical`` files do not) -- and every preset
+reorients them from that affine:
+
+* ``ct`` / ``mr``: the output ``(1, X, Y, Z)`` runs towards the patient's Right, Anterior and Superior
+  (``axcodes="RAS"``): ``image_size`` and ``spacing`` are given in that order, and the left-right axis (the default
+  flip axis) is axis 0.
+* ``generic``: ``axcodes="SPL"``: ``(1, D, H, W)`` with ``D`` from the feet to the head, ``H`` anterior to posterior
+  and ``W`` the patient's right to left, i.e. an axial series' slices stacked in ascending position, each in 2D
+  display order -- the layout of 3D arrays (which are not reoriented, having no geometry), so the default flip axis
+  stays the last (``W``, left-right).
 
 Output per item: ``image`` a ``float32`` :class:`monai.data.MetaTensor` of shape ``(1, *image_size)``
 (about ``[-2, 2]`` after the fixed normalisation), its ``affine`` following every spatial step;
@@ -66,6 +78,7 @@ from medclass.transforms.array import (
     AdaptiveResized,
     CropOrPadd,
     LabelToTensord,
+    OrientFromGeometryd,
     RobustScaleIntensityd,
     WindowIntensityd,
     ZScoreIntensityd,
@@ -202,6 +215,13 @@ def _orientation_and_spacing(key: str, spatial_dims: int, options: Mapping[str, 
     return out
 
 
+def _orient_files(key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+    """``generic`` in 3D: files (NIfTI, ITK, DICOM) to ``axcodes``; arrays keep the order given."""
+    if spatial_dims == 3 and options.get("axcodes"):
+        return [OrientFromGeometryd(keys=[key], axcodes=options["axcodes"], labels=_AXCODE_PAIRS)]
+    return []
+
+
 def _ct_window(key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
     return [WindowIntensityd([key], window=options["window"])]
 
@@ -228,9 +248,12 @@ register_preset(
 register_preset(
     Preset(
         name="generic",
-        description="any 2D/3D image: raw modality values (no DICOM window), min-max scaling, flip/affine, no gamma",
+        description="any 2D/3D image: raw modality values (no DICOM window), 3D files as (D, H, W) like arrays "
+        "(axcodes SPL), min-max scaling, flip/affine, no gamma",
         voi=False,
         percentiles=(0.0, 100.0),
+        spatial=_orient_files,
+        options={"axcodes": "SPL"},
         augment={"contrast_gamma": None},
     )
 )
@@ -307,9 +330,9 @@ def resolve_options(preset: Preset | str, spatial_dims: int = 3, **options: Any)
         spatial_dims: 2 or 3 (``spacing`` needs that many values).
         **options: option values; ``None`` means the preset's default. Known options:
             ``size_mode`` (``"resize"`` | ``"crop_pad"``, every preset), ``window`` (``ct``),
-            ``spacing`` / ``axcodes`` (``ct``, ``mr``), ``mr_norm`` (``mr``), ``percentiles``
-            (``mr`` and presets using the built-in percentile scaling: ``cxr``, ``generic``), plus any
-            declared in a custom preset's ``options``.
+            ``spacing`` (``ct``, ``mr``), ``axcodes`` (``ct``, ``mr``, ``generic``), ``mr_norm`` (``mr``),
+            ``percentiles`` (``mr`` and presets using the built-in percentile scaling: ``cxr``, ``generic``),
+            plus any declared in a custom preset's ``options``.
 
     Returns:
         Every option the preset accepts, with defaults filled in and values normalised (``window``
@@ -513,7 +536,8 @@ def build_transforms(
             (-600/1500), ``"bone"`` (400/1800)) or ``(level, width)`` in HU.
         spacing: ``ct`` / ``mr``: resample to this voxel size in mm (a number or one per axis, in output
             axis order, e.g. ``(1.5, 1.5, 2.0)``); ``None`` (default) keeps the native voxel size.
-        axcodes: ``ct`` / ``mr`` in 3D: orientation of the output axes (default ``"RAS"``).
+        axcodes: 3D: orientation of the output axes of volumes read from files (``ct`` / ``mr``: default
+            ``"RAS"``; ``generic``: default ``"SPL"``, i.e. ``(D, H, W)``, and arrays are left as given).
         mr_norm: ``mr``: ``"percentile"`` (default; ``percentiles`` -> ``[0, 1]``, clipped) or
             ``"zscore"`` (foreground mean 0 / std 1; the final fixed normalisation is then skipped).
         percentiles: ``(lower, upper)`` for percentile scaling (``mr``: default ``(0.5, 99.5)``; ``cxr``

@@ -30,12 +30,17 @@ def make_dicom(
     pixel_spacing: tuple[float, float] | None = None,
     modality: str = "CR",
     file_format: bool = True,
+    orientation: tuple[float, ...] | None = None,
+    position: tuple[float, float, float] | None = None,
+    sop_class: str = SecondaryCaptureImageStorage,
 ) -> Path:
     """Write ``pixels`` as an uncompressed DICOM file.
 
     ``pixels``: ``(rows, cols)``, ``(frames, rows, cols)`` or ``(rows, cols, 3)`` (uint8 RGB);
     integer dtype (uint8 / uint16 / int16). ``file_format=False`` writes an ACR-NEMA style file
     with no preamble, no ``DICM`` magic and no file meta (implicit VR little endian).
+    ``orientation`` / ``position``: ``ImageOrientationPatient`` / ``ImagePositionPatient`` (LPS), none by
+    default (as most radiographs).
     """
     pixels = np.ascontiguousarray(pixels)
     ds = Dataset()
@@ -45,7 +50,7 @@ def make_dicom(
     ds.StudyDate = "20240102"
     ds.InstitutionName = "General Hospital"
     ds.Modality = modality
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
@@ -80,6 +85,10 @@ def make_dicom(
         ds.PresentationLUTShape = presentation_lut_shape
     if pixel_spacing is not None:
         ds.PixelSpacing = list(pixel_spacing)
+    if orientation is not None:
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+    if position is not None:
+        ds.ImagePositionPatient = [float(v) for v in position]
     ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
     if file_format:
         ds.file_meta = FileMetaDataset()

@@ -409,8 +409,11 @@ def test_nifti_volume_keeps_affine(tmp_path):
     with pytest.raises(ValueError, match=r"t\.nii: NIfTI image of shape \(6, 7, 8, 2\)"):
         read_image(tmp_path / "t.nii", spatial_dims=3)
     nib.save(nib.Nifti1Image(v[..., :1], affine), tmp_path / "s.nii")
-    out, _ = read_image(tmp_path / "s.nii", spatial_dims=2)
-    np.testing.assert_array_equal(out[0], v[..., 0])
+    out, meta = read_image(tmp_path / "s.nii", spatial_dims=2)
+    # in display order (see medclass.transforms.orientation): i runs to the right and j anterior, so rows are
+    # j reversed (anterior at the top) and columns i reversed (the patient's right on the left)
+    np.testing.assert_array_equal(out[0], v[..., 0].T[::-1, ::-1])
+    assert meta["original_shape"] == (6, 7) and meta["spacing"] == (3.0, 2.0)
     with pytest.raises(ValueError, match=r"v\.nii\.gz.*\(6, 7, 8\)"):
         read_image(tmp_path / "v.nii.gz", spatial_dims=2)
 
