@@ -139,6 +139,11 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _volume_file(path: Path) -> bool:
+    """Whether a file is a NIfTI / NRRD / MHA image (formats that carry a voxel-to-world geometry)."""
+    return path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha"))
+
+
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
     """(inode, modification time in ns, size) of a file, None when it is missing: changes when it is replaced."""
     try:
@@ -303,9 +308,11 @@ class BundleModel:
             method: saliency method (see :func:`medclass.saliency.saliency_maps`); ``None``: the bundle's
                 ``saliency_method`` (:attr:`saliency_method`).
             out_dir: folder for the saliency file (default: a new temporary folder).
-            saliency_format: ``png`` (values 0-255; 2D only), ``nifti`` (values 0-1, the input's affine) or
-                ``mask`` (a uint8 NIfTI label map, 1 where the map is at least ``saliency_threshold``: what 3D
-                Slicer loads as a segment); default ``png`` in 2D, ``nifti`` in 3D.
+            saliency_format: ``png`` (values 0-255, the reader's display order; 2D only), ``nifti`` (values 0-1
+                on the input file's own voxel grid and affine, :func:`medclass.transforms.input_geometry`) or
+                ``mask`` (the same as a uint8 label map, 1 where the map is at least ``saliency_threshold``: what
+                3D Slicer loads as a segment); default ``png`` for 2D DICOM / PNG / JPEG, ``nifti`` for 3D and for
+                2D NIfTI / NRRD / MHA files (a viewer sent them: the map goes back in their geometry).
             saliency_threshold: the map value (0-1, 1 = the map's maximum) a ``mask`` starts at.
 
         Returns:
@@ -321,7 +328,7 @@ class BundleModel:
 
         image = Path(image)
         method = self.saliency_method if method is None else method
-        fmt = saliency_format or ("png" if self.spatial_dims == 2 else "nifti")
+        fmt = saliency_format or ("png" if self.spatial_dims == 2 and not _volume_file(image) else "nifti")
         if fmt not in ("png", "nifti", "mask") or (fmt == "png" and self.spatial_dims != 2):
             raise ValueError(f"saliency_format must be nifti or mask{' or png' * (self.spatial_dims == 2)}, got {fmt!r}")
         served = self._served()
@@ -389,16 +396,16 @@ class BundleModel:
 
             path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.png"
             Image.fromarray(np.round(arr * 255.0).astype(np.uint8)).save(path)
-        else:  # NIfTI with the input's affine: a viewer lays it over the image it came from
+        else:  # NIfTI on the input's own voxel grid and affine: a viewer lays it over the image it came from
             import nibabel as nib
 
+            from medclass.transforms import input_geometry
+
             data = (arr >= threshold).astype(np.uint8) if fmt == "mask" else arr
-            affine = np.eye(4)
-            raw_affine = np.asarray(raw.affine, dtype=np.float64)
-            k = raw_affine.shape[0] - 1  # 2 or 3 spatial axes
-            affine[:k, :k], affine[:k, 3] = raw_affine[:k, :k], raw_affine[:k, k]
+            geometry = input_geometry(raw, image)
+            data = geometry.to_input(data)
             path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.nii.gz"
-            nib.save(nib.Nifti1Image(data[..., None] if data.ndim == 2 else data, affine), str(path))
+            nib.save(nib.Nifti1Image(data[..., None] if data.ndim == 2 else data, geometry.affine), str(path))
         return str(path), [int(s) for s in arr.shape]
 
     # ------------------------------------------------------------------ training
