@@ -128,6 +128,11 @@ def test_train_stop_leaves_no_work_folder(client, server):
     while not list(models.glob(".train-*")) and time.monotonic() - t0 < 120:
         time.sleep(0.2)
     assert list(models.glob(".train-*")), "the training never started"
+    # a training run does not block inference on the current model
+    t0 = time.monotonic()
+    _, result = client.infer("cxr_classification", "chest", {})
+    assert result["top_label"] and time.monotonic() - t0 < 60
+    assert client.train_status(check_if_running=True)  # still training meanwhile
     client.train_stop()
     assert wait_for_training(server["url"], timeout=60)["status"] == "STOPPED"
     assert not list(models.glob(".train-*"))
