@@ -162,42 +162,55 @@ def inference_items(source=None, data_args: dict | None = None, spatial_dims: in
     return items_from_paths(paths, source=str(source) if not isinstance(source, (list, tuple)) else "inputs")
 
 
-CACHES = ("memory", "disk", "none")
-
-
 def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache_dir: str | os.PathLike | None = None,
-                   cache_rate: float = 1.0, num_workers: int = 0):
+                   cache_rate: float = 1.0, num_workers: int = 0, cache_dtype: str = "auto", spatial_dims: int = 2):
     """A dataset that decodes and preprocesses each item once; random augmentation runs after the cache.
 
     MONAI's cache datasets run the transform chain up to its first random transform once and keep the result,
     so only the augmentation is repeated every epoch (with ``augment_on: batch`` the chain has no random step and
-    is cached whole; the trainer augments the batches).
+    is cached whole; the trainer augments the batches). Cached images are kept packed (``uint8`` / ``float16``,
+    :mod:`medclass.data.cache`) and unpacked to float32 when read.
 
     Args:
         data: datalist items.
         transform: the item transform (deterministic part first, then augmentation).
-        cache: ``memory`` (``CacheDataset``: fastest; the cached share of the data must fit in RAM), ``disk``
-            (``PersistentDataset`` in ``cache_dir``: for datasets larger than memory; reused by later runs) or
-            ``none`` (decode every epoch).
+        cache: ``memory`` (fastest; the cached share of the data must fit in RAM), ``disk`` (in ``cache_dir``:
+            for datasets larger than memory; reused by later runs) or ``none`` (decode every epoch); ``auto`` is
+            resolved before (:func:`medclass.data.cache.resolve_cache`).
         cache_dir: folder for ``disk``.
         cache_rate: share of items cached in memory (``memory`` only).
         num_workers: threads that fill the memory cache.
+        cache_dtype: storage type of cached images: ``auto`` (uint8 in 2D, float16 in 3D), ``uint8``, ``float16``
+            or ``float32``.
+        spatial_dims: 2 or 3 (for ``auto``).
     """
-    from monai.data import CacheDataset, Dataset, PersistentDataset
-    from monai.data.utils import pickle_hashing
+    from monai.data import Dataset
+
+    from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset, cache_dtype_for
 
     cache = str(cache).lower()
+    dtype = cache_dtype_for(cache_dtype, spatial_dims)
     if cache == "memory":
-        return CacheDataset(data, transform, cache_rate=float(cache_rate), num_workers=int(num_workers or 0) or None)
+        return CompactCacheDataset(data, transform, cache_rate=float(cache_rate), cache_dtype=dtype,
+                                   num_workers=int(num_workers or 0) or None)
     if cache == "disk":
         if not cache_dir:
             raise ValueError("cache: disk needs a cache_dir (a folder for the preprocessed items)")
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        # the transform's hash is part of the key: a changed preset or image size never reads stale items
-        return PersistentDataset(data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
+        folder = Path(cache_dir) / dtype  # items of another storage type are other files
+        folder.mkdir(parents=True, exist_ok=True)
+        return CompactPersistentDataset(data, transform, cache_dir=folder, cache_dtype=dtype)
     if cache == "none":
         return Dataset(data, transform)
-    raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+    raise ValueError(f"cache must be memory, disk or none here (auto is resolved first), got {cache!r}")
+
+
+def cache_for(cache: str, data, transform, **kwargs) -> str:
+    """The cache of a training run (training + validation items): ``cache``, or what ``auto`` chooses
+    (:func:`medclass.data.cache.resolve_cache`; ``kwargs`` go there)."""
+    from medclass.data.cache import resolve_cache
+
+    items = list(data.splits.get("training", [])) + list(data.splits.get("validation", []))
+    return resolve_cache(cache, items, transform, **kwargs)
 
 
 LOADERS = ("process", "thread")

@@ -303,3 +303,28 @@ def test_batch_transform_runs_on_training_inputs_only(tmp_path):
         Trainer(device="cpu", max_epochs=1, train_data_loader=DataLoader(items(), batch_size=4), network=net,
                 optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=MaskedBCEWithLogitsLoss(),
                 batch_transform="flip")
+
+
+@pytest.mark.parametrize("load_s,step_s,bound", [(0.02, 0.0, "data loading"), (0.0, 0.02, "compute")])
+def test_data_wait_timer_tells_loading_from_compute(load_s, step_s, bound, caplog):
+    """DataWaitTimer: the share of the epoch spent waiting for batches, and the images per second."""
+    import logging
+    import time
+
+    from ignite.engine import Engine
+
+    from medclass.handlers import DataWaitTimer
+
+    def batches():
+        for _ in range(5):
+            time.sleep(load_s)
+            yield {"image": torch.zeros(4, 1, 2, 2)}
+
+    engine = Engine(lambda e, b: time.sleep(step_s))
+    DataWaitTimer().attach(engine)
+    caplog.set_level(logging.INFO, logger="medclass.handlers.timing")
+    engine.run(batches(), max_epochs=1, epoch_length=5)
+    share = engine.state.metrics["data_wait_share"]
+    assert (share > 0.8) if bound == "data loading" else (share < 0.2)
+    assert 20 / 0.2 * 0.5 < engine.state.metrics["images_per_second"] < 20 / 0.1 * 1.5
+    assert f"bound by {bound}" in caplog.text

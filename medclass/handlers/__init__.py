@@ -8,10 +8,12 @@ from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, Mea
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
 from medclass.handlers.schedule import LrSchedule
+from medclass.handlers.timing import DataWaitTimer
 from medclass.handlers.saliency import SaliencyHandler
 
 __all__ = [
     "CheckpointManager",
+    "DataWaitTimer",
     "EarlyStopping",
     "EvaluationWriter",
     "LrSchedule",

@@ -100,7 +100,37 @@ def test_cache_on_disk_is_a_config_value(bundle, tmp_path):
         ds = wf.parser.get_parsed_content(key)
         assert isinstance(ds, PersistentDataset)
         assert ds[0]["image"].shape[1:] == tuple(TINY[bundle.name]["image_size"])
-        assert len(list((tmp_path / "cache" / split).iterdir())) == 1
+        dtype = "uint8" if bundle.name == "cxr_classification" else "float16"  # cache_dtype auto, packed on disk
+        assert len(list((tmp_path / "cache" / split / dtype).iterdir())) == 1
+
+
+def test_cache_auto_chooses_from_the_budget_and_memory_warns_before_training(bundle, tmp_path, caplog):
+    """cache: auto takes memory when the packed items fit memory_budget, disk when not; an explicit memory cache
+    over the budget is kept but warned about when the workflow is built, before any epoch."""
+    import logging
+
+    from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset
+
+    caplog.set_level(logging.INFO, logger="medclass.data.cache")
+    # the bundle's logging.conf replaces the root logger's handlers (caplog's among them): listen on the module's
+    logger = logging.getLogger("medclass.data.cache")
+    logger.addHandler(caplog.handler)
+    try:
+        wf = workflow(bundle, "train", tmp_path / "a", cache="auto", memory_budget="1GB")
+        assert isinstance(wf.parser.get_parsed_content("train#dataset"), CompactCacheDataset)
+        assert "fits the memory budget of 1.00 GB -> memory" in caplog.text
+        caplog.clear()
+        wf = workflow(bundle, "train", tmp_path / "b", cache="auto", memory_budget="1KB",
+                      cache_dir=str(tmp_path / "cache"))
+        assert isinstance(wf.parser.get_parsed_content("train#dataset"), CompactPersistentDataset)
+        assert "exceeds the memory budget" in caplog.text and "-> disk" in caplog.text
+        caplog.clear()
+        wf = workflow(bundle, "train", tmp_path / "c", cache="memory", memory_budget="1KB")
+        assert isinstance(wf.parser.get_parsed_content("train#dataset"), CompactCacheDataset)
+    finally:
+        logger.removeHandler(caplog.handler)
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning and "will likely not fit" in warning[0].getMessage()
 
 
 def test_train_writes_checkpoints_and_logs(bundle, trained):
