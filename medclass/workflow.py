@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset, cache_dtype_for, resolve_cache
 from medclass.utils import flag, optional  # noqa: F401  (optional is re-exported for bundle configs)
 
 logger = logging.getLogger(__name__)
@@ -186,8 +187,6 @@ def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache
     """
     from monai.data import Dataset
 
-    from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset, cache_dtype_for
-
     cache = str(cache).lower()
     dtype = cache_dtype_for(cache_dtype, spatial_dims)
     if cache == "memory":
@@ -207,8 +206,6 @@ def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache
 def cache_for(cache: str, data, transform, **kwargs) -> str:
     """The cache of a training run (training + validation items): ``cache``, or what ``auto`` chooses
     (:func:`medclass.data.cache.resolve_cache`; ``kwargs`` go there)."""
-    from medclass.data.cache import resolve_cache
-
     items = list(data.splits.get("training", [])) + list(data.splits.get("validation", []))
     return resolve_cache(cache, items, transform, **kwargs)
 

@@ -272,3 +272,20 @@ def test_label_load_benchmark_against_a_baseline_commit(real_data, tmp_path, cap
     base, cur = res["servers"]
     assert res["throughput_ratio"] == round(cur["throughput_rps"] / base["throughput_rps"], 2)
     assert (tmp_path / "baseline_src" / "medclass" / "label" / "server.py").is_file()  # the commit's own tree
+
+
+def test_scale_benchmark_measures_each_cache_in_its_own_process(tmp_path, capsys):
+    """benchmarks/scale.py --quick (2D only): the packed memory cache costs less per item than the float32
+    baseline measured in the same run, auto resolves to disk under a 1 MB budget, every run trains."""
+    import json
+
+    res = _bench("scale", "scale_bench").main(["--quick", "--workdir", str(tmp_path), "--sizes-3d",
+                                               "--modes", "memory_float32", "memory", "auto"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
+    runs = {r["cache"]: r for r in res["runs"]}
+    assert set(runs) == {"memory_float32", "memory", "auto"} and all(r["n"] == 64 for r in runs.values())
+    assert runs["memory"]["mb_per_item"] < runs["memory_float32"]["mb_per_item"]
+    assert runs["memory"]["cache_dtype"] == "uint8" and runs["auto"]["resolved"] == "disk"
+    assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1 for r in runs.values())
+    assert res["projection_112k_gb"]["memory"] < res["projection_112k_gb"]["memory_float32"]
+    assert (tmp_path / "scale.png").is_file()

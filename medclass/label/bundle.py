@@ -30,6 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medclass.engines import autocast_context, resolve_precision
+from medclass.label.safety import config_code
+from medclass.transforms import input_geometry
 from medclass.utils import flag
 
 logger = logging.getLogger(__name__)
@@ -109,8 +112,6 @@ def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapp
 def _data_only(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``values`` unchanged, or ValueError when one of them is MONAI config code (see
     :func:`medclass.label.safety.config_code`): the last guard before values from outside reach the parser."""
-    from medclass.label.safety import config_code
-
     for key, value in values.items():
         why = config_code(key) or config_code(value)
         if why:
@@ -171,8 +172,6 @@ class _Served:
     def load(cls, model: BundleModel, signature) -> _Served:
         from ignite.handlers import Checkpoint
 
-        from medclass.engines import resolve_precision
-
         wf = model._workflow(model.inference_files, "inference")
         get = wf.parser.get_parsed_content
         device = get("device")
@@ -191,8 +190,6 @@ class _Served:
     def probabilities(self, image: torch.Tensor) -> np.ndarray:
         """``(C,)`` probabilities of one preprocessed image ``(C, *spatial)``, as the workflow's Evaluator computes
         them (eval mode, autocast at the bundle's precision, logits in fp32, then the post-processing)."""
-        from medclass.engines import autocast_context
-
         plain = getattr(image, "as_tensor", None)  # MetaTensor -> Tensor, as the Evaluator's batches are
         x = (plain() if callable(plain) else torch.as_tensor(image)).unsqueeze(0).to(self.device)
         with torch.no_grad(), autocast_context(self.precision, self.device):
@@ -398,8 +395,6 @@ class BundleModel:
             Image.fromarray(np.round(arr * 255.0).astype(np.uint8)).save(path)
         else:  # NIfTI on the input's own voxel grid and affine: a viewer lays it over the image it came from
             import nibabel as nib
-
-            from medclass.transforms import input_geometry
 
             data = (arr >= threshold).astype(np.uint8) if fmt == "mask" else arr
             geometry = input_geometry(raw, image)
