@@ -56,18 +56,20 @@ def pack(image: Any, dtype: str) -> dict[str, Any]:
         image: float tensor / array / MetaTensor.
         dtype: ``uint8``, ``float16`` or ``float32``.
     """
-    t = torch.as_tensor(image)
     affine = getattr(image, "affine", None)
-    x = t.detach().to(torch.float32).cpu()
-    packed: dict[str, Any] = {_PACKED: dtype, "affine": None if affine is None else torch.as_tensor(affine).clone()}
+    plain = getattr(image, "as_tensor", None)  # MetaTensor -> Tensor: its ops track metadata
+    t = plain() if callable(plain) else torch.as_tensor(image)
+    # numpy, one thread: torch's threaded kernels on images this small cost more in synchronisation than work
+    x = t.detach().cpu().numpy().astype(np.float32, copy=False)
+    packed: dict[str, Any] = {_PACKED: dtype,
+                              "affine": None if affine is None else torch.as_tensor(affine).detach().clone()}
     if dtype == "uint8":
-        low, high = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+        low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         scale = (high - low) / 255.0 if high > low else 1.0
-        packed.update(data=torch.round((x - low) / scale).clamp_(0, 255).to(torch.uint8), low=low, scale=scale)
-    elif dtype == "float16":
-        packed["data"] = x.to(torch.float16)
-    elif dtype == "float32":
-        packed["data"] = x.clone()
+        q = np.clip(np.rint((x - low) / scale), 0, 255).astype(np.uint8)
+        packed.update(data=torch.from_numpy(q), low=low, scale=scale)
+    elif dtype in ("float16", "float32"):
+        packed["data"] = torch.from_numpy(x.astype(dtype, copy=True))
     else:
         raise ValueError(f"cannot pack an image as {dtype!r}; use one of {CACHE_DTYPES[1:]}")
     return packed
@@ -77,11 +79,12 @@ def unpack(packed: Mapping[str, Any]) -> torch.Tensor:
     """The float32 image of :func:`pack` (a ``MetaTensor`` with the stored affine)."""
     from monai.data import MetaTensor
 
-    data = packed["data"]
+    data = packed["data"].numpy()
+    x = data.astype(np.float32)
     if packed[_PACKED] == "uint8":
-        x = data.to(torch.float32) * float(packed["scale"]) + float(packed["low"])
-    else:
-        x = data.to(torch.float32)
+        x *= np.float32(packed["scale"])
+        x += np.float32(packed["low"])
+    x = torch.from_numpy(x)
     return MetaTensor(x, affine=packed["affine"]) if packed.get("affine") is not None else MetaTensor(x)
 
 
