@@ -239,7 +239,8 @@ def choose_cache(n_items: int, item_bytes: int, memory_budget: int | None = None
         n_items: items to cache.
         item_bytes: the packed size of one item (:func:`packed_nbytes` of the first).
         memory_budget: bytes the memory cache may use; ``None``: ``memory_share`` of the memory available now
-            (the rest is left to the network, the optimizer and the loader).
+            (the rest is left to the network, the optimizer and the loader), divided among the processes torchrun
+            started on this machine (``LOCAL_WORLD_SIZE``), each of which caches every item.
         cache_dir: the disk cache's folder (its file system's free space decides ``disk``).
         memory_share: see ``memory_budget``.
 
@@ -247,7 +248,9 @@ def choose_cache(n_items: int, item_bytes: int, memory_budget: int | None = None
         ``(choice, reason)``, the reason giving the estimate and the budget in GB.
     """
     need = int(n_items) * int(item_bytes)
-    budget = int(memory_budget) if memory_budget is not None else int(available_memory() * memory_share)
+    # torchrun's processes on this machine each hold their own memory cache: they share the budget
+    per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    budget = int(memory_budget) if memory_budget is not None else int(available_memory() * memory_share / per_node)
     gb = 2**30
     what = f"{n_items} items x {item_bytes / 2**20:.3f} MB = {need / gb:.2f} GB"
     if need <= budget:

@@ -129,3 +129,14 @@ def test_sizes_and_dtypes_parse():
     assert cache_dtype_for("auto", 2) == "uint8" and cache_dtype_for("auto", 3) == "float16"
     with pytest.raises(ValueError, match="cache_dtype"):
         cache_dtype_for("int4", 2)
+
+
+def test_default_budget_is_shared_by_the_processes_of_a_node(monkeypatch):
+    import medclass.data.cache as cache
+
+    monkeypatch.setattr(cache, "available_memory", lambda: 8 * 2**30)
+    mb = 2**20
+    assert choose_cache(3000, mb)[0] == "memory"  # 2.9 GB within half of 8 GB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nproc_per_node 4: 1 GB each
+    choice, why = choose_cache(3000, mb)
+    assert choice == "none" and "budget of 1.00 GB" in why
