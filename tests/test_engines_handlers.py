@@ -214,14 +214,19 @@ def test_prediction_writer_without_labels_and_label_mismatch(tmp_path):
         _evaluate(tmp_path, data, net)
 
 
-def test_rows_written_before_a_failure_survive(tmp_path):
+def test_a_failed_run_leaves_the_previous_predictions_intact(tmp_path):
     net = Tiny()
     data = items(15)
     data[12]["image"] = torch.zeros(1, 5)  # wrong shape: the third batch fails
+    with pytest.raises(RuntimeError):  # no earlier file: none is left (not an empty or partial one)
+        _evaluate(tmp_path, data, net)
+    assert not (tmp_path / "eval" / "predictions.csv").exists()
+    _evaluate(tmp_path, items(15), net)
+    before = (tmp_path / "eval" / "predictions.csv").read_bytes()
+    assert len(before.splitlines()) == 16
     with pytest.raises(RuntimeError):
         _evaluate(tmp_path, data, net)
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
-    assert len(rows) == 10
+    assert (tmp_path / "eval" / "predictions.csv").read_bytes() == before
 
 
 def test_resume_false_as_a_command_line_string_starts_over(tmp_path):
