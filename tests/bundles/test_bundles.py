@@ -320,14 +320,17 @@ def test_torchscript_export_matches_eager(bundle, trained, tmp_path):
     assert torch.allclose(ts.temperature, stored["temperature"])
 
 
-def test_resume_continues_from_last_checkpoint(bundle, trained):
+def test_resume_refuses_another_run_and_a_finished_one(bundle, trained):
     tmp, _ = trained
     before = torch.load(tmp / "models" / "last.pt", weights_only=True)
-    wf = workflow(bundle, "train", tmp, max_epochs=1, resume=True)
+    assert before["finished"] is True and before["fingerprint"]["settings"]["max_epochs"] == 1
     with pytest.raises(Exception) as err:  # max_epochs is part of the run's identity
         workflow(bundle, "train", tmp, max_epochs=2).run()
-    assert "last.pt belongs to a different run" in error_chain(err.value)
-    wf.run()  # same run: already complete, nothing retrained
+    assert "last.pt belongs to another training run" in error_chain(err.value)
+    assert "max_epochs: 1 in the saved run, 2 now" in error_chain(err.value)
+    with pytest.raises(Exception) as err:  # the same run: finished, so nothing to resume (said, not silent)
+        workflow(bundle, "train", tmp, max_epochs=1).run()
+    assert "this training run already finished after 1 epoch(s)" in error_chain(err.value)
     after = torch.load(tmp / "models" / "last.pt", weights_only=True)
     assert after["trainer"] == before["trainer"]
 
