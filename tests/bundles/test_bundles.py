@@ -358,6 +358,25 @@ def test_truncated_image_stops_before_training_naming_the_file(bundle, tmp_path)
     assert not (tmp_path / "models" / "last.pt").exists()
 
 
+def test_skip_unreadable_trains_without_the_bad_image_and_lists_it(bundle, tmp_path):
+    from medclass.workflow import prepare_data
+
+    prepare_data(None, tmp_path / "data", LABELS[bundle.name], phantoms=TINY[bundle.name]["phantoms"])
+    victim = sorted((tmp_path / "data" / "images").glob("*" + SUFFIX[bundle.name]))[5]
+    victim.write_bytes(victim.read_bytes()[:60])
+    wf = workflow(bundle, "train", tmp_path, max_epochs=1, skip_unreadable=True)
+    wf.run()
+    wf.finalize()
+    skipped = list(csv.DictReader(open(tmp_path / "models" / "skipped.csv")))
+    assert [r["file"] for r in skipped] == [str(victim)] and "cannot read image" in skipped[0]["reason"]
+    assert torch.load(tmp_path / "models" / "last.pt", weights_only=True)["finished"] is True
+    n = len(wf.parser.get_parsed_content("train#dataset")) + len(wf.parser.get_parsed_content("validate#dataset"))
+    data = wf.parser.get_parsed_content("data")
+    used = [it for k in ("training", "validation") for it in data.splits[k]]
+    assert any(it["image"] == str(victim) for it in used)  # (the seeded split puts it there)
+    assert n == len(used) - 1
+
+
 def test_multi_process_training_with_gloo(bundle, tmp_path):
     """multi_gpu_train with 2 CPU processes (gloo): trains, the ranks end with identical weights, validation
     counts every sample once, rank 0 writes the checkpoints."""
