@@ -307,7 +307,9 @@ def _check_files(missing: list[tuple[str, str]], source: str, what: str = "image
     if missing:
         shown = "; ".join(f"{where}: {path}" for where, path in missing[:5])
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise FileNotFoundError(f"{source}: {len(missing)} {what} file(s) not found: {shown}{more}")
+        hint = ("; check dataset_dir, or set missing_files: skip (--missing_files skip) to leave such rows out"
+                if what == "image" else "")
+        raise FileNotFoundError(f"{source}: {len(missing)} {what} file(s) not found: {shown}{more}{hint}")
 
 
 def _is_mask_key(key: str) -> bool:

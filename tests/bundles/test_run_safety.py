@@ -219,6 +219,8 @@ def test_datalist_rows_whose_files_are_missing_stop_or_are_skipped_with_the_posi
     args = ["--datalist", str(listed), "--model_path", str(model), "--output_dir", str(tmp_path / "ev")]
     res = run(trained, "evaluate", *args, data=data)
     assert res.returncode != 0 and "3 image file(s) not found" in last_lines(res, 1)[0]
+    assert last_lines(res, 1)[0].endswith("check dataset_dir, or set missing_files: skip (--missing_files skip) to leave "
+                                          "such rows out")
     res = run(trained, "evaluate", *args, "--missing_files", "skip", data=data)
     assert res.returncode == 0, output(res)[-3000:]
     skipped = list(csv.DictReader(open(tmp_path / "ev" / "skipped.csv")))
