@@ -1,4 +1,5 @@
-"""``medclass`` command line: bundle checks and export, data preparation reports, phantom data, evaluation reports."""
+"""``medclass`` command line: run bundle workflows, bundle checks and export, data preparation reports, phantom data,
+evaluation reports."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ def _verify(args) -> int:
         ok &= not missing
     bt.verify_metadata(args.bundle)
     print("verify_metadata: ok")
+    conf = Path(args.bundle) / "configs" / "logging.conf"
+    if conf.is_file():
+        from medclass.logconf import check_logging_file
+
+        check_logging_file(conf, forbidden=[Path(args.bundle) / "models"])
+        print("logging.conf: ok (console and .log files only, nothing in models/)")
     bt.verify_net_in_out(args.bundle)
     print("verify_net_in_out: ok")
     model = Path(args.bundle) / "models" / "model.pt"
@@ -97,8 +104,17 @@ def _label_app(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "run":  # its --key value pairs are config overrides, not argparse options
+        from medclass.run_cli import main as run_main
+
+        return run_main(argv[1:])
     parser = argparse.ArgumentParser(prog="medclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run a bundle workflow (train, evaluate, inference, saliency, multi_gpu_train) from the "
+                               "bundle folder, --key value overrides as monai.bundle run; a mistake ends in one "
+                               "short error (traceback in logs/medclass-error.log, or on screen with --debug)")
 
     p = sub.add_parser("verify-bundle", help="property, metadata, network I/O and export checks of a bundle")
     p.add_argument("bundle", type=Path)

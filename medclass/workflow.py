@@ -10,7 +10,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset, cache_dtype_for, resolve_cache
@@ -28,6 +27,8 @@ def prepare_data(
     resplit: bool = False,
     check_files: bool = True,
     phantoms: dict | None = None,
+    missing_files: str = "error",
+    skipped=None,
 ):
     """Load a datalist and make sure it has non-empty training, validation and test splits.
 
@@ -43,13 +44,27 @@ def prepare_data(
         check_files: check up front that every image file exists.
         phantoms: arguments for :func:`medclass.data.ensure_phantoms` (``n``, ``size``, ``seed``, ...); with
             ``spatial_dims: 3``, for :func:`medclass.data.ensure_volume_phantoms` (CT-like NIfTI volumes).
+        missing_files: ``error`` (default): rows whose image file is absent stop the run, naming them; ``skip``:
+            they are left out, listed in ``skipped`` and counted in the log (with the positives lost per label).
+        skipped: a :class:`medclass.data.SkipList` for the left-out rows.
 
     Returns:
         A :class:`medclass.data.Datalist` with ``training``, ``validation`` and ``test`` splits.
     """
-    from medclass.data import ensure_phantoms, ensure_splits, ensure_volume_phantoms, load_datalist, log_split_report
+    from medclass.data import (
+        MISSING_FILES,
+        drop_missing_files,
+        ensure_phantoms,
+        ensure_splits,
+        ensure_volume_phantoms,
+        load_datalist,
+        log_split_report,
+    )
 
     resplit, check_files = flag(resplit, "resplit"), flag(check_files, "check_files")
+    missing_files = str(missing_files).lower()
+    if missing_files not in MISSING_FILES:
+        raise ValueError(f"missing_files must be one of {MISSING_FILES}, got {missing_files!r}")
 
     if datalist is None or str(datalist) == "":
         if dataset_dir is None:
@@ -57,7 +72,11 @@ def prepare_data(
         args = dict(phantoms or {})
         make = ensure_volume_phantoms if int(args.pop("spatial_dims", 2)) == 3 else ensure_phantoms
         datalist = _on_rank0_first(lambda: make(dataset_dir, **args))
-    data = load_datalist(datalist, label_names, task=task, dataset_dir=dataset_dir, check_files=check_files)
+    skip_missing = missing_files == "skip" and check_files
+    data = load_datalist(datalist, label_names, task=task, dataset_dir=dataset_dir,
+                         check_files=check_files and not skip_missing)
+    if skip_missing:
+        data = drop_missing_files(data, skipped, source=str(datalist))
     data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
     log_split_report(data.splits, data.label_names)
     return data
@@ -245,9 +264,12 @@ def set_threads(num_threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def fingerprint(**values) -> dict:
-    """Values a resumed run must share with the run that wrote the checkpoint."""
-    return {k: (list(v) if isinstance(v, (tuple, np.ndarray)) else v) for k, v in values.items()}
+def screen_items(items, preprocessing=None, skip_unreadable=False, skipped=None) -> list[dict]:
+    """``skip_unreadable: true``: the items without unreadable, empty, blank or non-finite images (recorded in
+    ``skipped``); else the items unchanged. See :func:`medclass.data.screen_items`."""
+    from medclass.data import screen_items as screen
+
+    return screen(items, preprocessing, skip=skip_unreadable, skipped=skipped)
 
 
 def init_distributed() -> None:

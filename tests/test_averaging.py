@@ -75,8 +75,14 @@ def test_validation_sees_the_average_and_training_continues_from_raw_weights(tmp
 
 
 def test_resume_continues_the_average(tmp_path):
-    _, trainer, _, ema = make(tmp_path, max_epochs=2)
-    trainer.run()
+    _, trainer, _, ema = make(tmp_path, max_epochs=3)
+
+    def interrupt(engine):
+        if engine.state.epoch == 2:
+            raise KeyboardInterrupt
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
     shadow_after_2 = {k: v.clone() for k, v in ema.shadow.items()}
     last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
     assert last["averaging"]["num_updates"] == 12

@@ -12,6 +12,7 @@ from monai.handlers import ValidationHandler
 from monai.transforms import Activationsd
 
 from medclass.engines import Evaluator, Trainer, resolve_precision
+from medclass.errors import RunMismatchError
 from medclass.handlers import CheckpointManager, EarlyStopping, LrSchedule, MeanAUC, PredictionWriter
 from medclass.losses import MaskedBCEWithLogitsLoss
 
@@ -127,16 +128,26 @@ def test_lr_schedule_counts_weight_updates_only(tmp_path):
         LrSchedule(object())
 
 
+def _interrupt_after(trainer, epoch):
+    """Ctrl-C right after ``epoch`` was saved (the handler runs after the checkpoint manager's)."""
+    def stop(engine):
+        if engine.state.epoch == epoch:
+            raise KeyboardInterrupt
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, stop)
+
+
 def test_checkpoints_and_resume(tmp_path):
-    net, trainer, evaluator, _ = make(tmp_path, max_epochs=2)
-    trainer.run()
+    net, trainer, evaluator, _ = make(tmp_path, max_epochs=4)
+    _interrupt_after(trainer, 2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
     last = torch.load(tmp_path / "models" / "last.pt", weights_only=True)
     best = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
-    assert last["trainer"]["epoch"] == 2 and "fc.weight" in best and "thresholds" in best
+    assert last["trainer"]["epoch"] == 2 and last["finished"] is False and "fc.weight" in best and "thresholds" in best
     assert last["best_metric_epoch"] == evaluator.state.best_metric_epoch
     weights_after_2 = net.fc.weight.detach().clone()
 
-    # a new run with more epochs continues from epoch 2 instead of starting over
+    # the same run, unfinished: continues from epoch 2 instead of starting over
     net2, trainer2, evaluator2, manager2 = make(tmp_path, max_epochs=4, seed=123)
     epochs_run = []
     trainer2.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
@@ -147,19 +158,25 @@ def test_checkpoints_and_resume(tmp_path):
     assert epochs_run == [3, 4]
     assert torch.equal(loaded[0], weights_after_2)
     assert evaluator2.state.best_metric >= last["best_metric"]
+    assert torch.load(tmp_path / "models" / "last.pt", weights_only=True)["finished"] is True
 
-    with pytest.raises(ValueError, match="different run"):
+    # a finished run is not "resumed" into doing nothing, another run's last.pt is not continued
+    with pytest.raises(RunMismatchError, match="already finished after 4 epoch"):
+        make(tmp_path, max_epochs=4)[1].run()
+    with pytest.raises(RunMismatchError, match="another training run .*arch: \"tiny\" in the saved run, \"other\" now"):
         make(tmp_path, max_epochs=5, fingerprint={"arch": "other"})[1].run()
-    # resume: false starts over
+    # resume: false starts over and keeps the old best model
+    old_best = (tmp_path / "models" / "model.pt").read_bytes()
     _, trainer3, _, _ = make(tmp_path, max_epochs=1, resume=False, fingerprint={"arch": "other"})
     trainer3.run()
     assert trainer3.state.epoch == 1
+    assert (tmp_path / "models" / "model.previous.pt").read_bytes() == old_best
 
 
 def test_damaged_last_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "last.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="last.pt: cannot load"):
+    with pytest.raises(RunMismatchError, match="last.pt: cannot load"):
         make(tmp_path)[1].run()
 
 
@@ -214,14 +231,19 @@ def test_prediction_writer_without_labels_and_label_mismatch(tmp_path):
         _evaluate(tmp_path, data, net)
 
 
-def test_rows_written_before_a_failure_survive(tmp_path):
+def test_a_failed_run_leaves_the_previous_predictions_intact(tmp_path):
     net = Tiny()
     data = items(15)
     data[12]["image"] = torch.zeros(1, 5)  # wrong shape: the third batch fails
+    with pytest.raises(RuntimeError):  # no earlier file: none is left (not an empty or partial one)
+        _evaluate(tmp_path, data, net)
+    assert not (tmp_path / "eval" / "predictions.csv").exists()
+    _evaluate(tmp_path, items(15), net)
+    before = (tmp_path / "eval" / "predictions.csv").read_bytes()
+    assert len(before.splitlines()) == 16
     with pytest.raises(RuntimeError):
         _evaluate(tmp_path, data, net)
-    rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
-    assert len(rows) == 10
+    assert (tmp_path / "eval" / "predictions.csv").read_bytes() == before
 
 
 def test_resume_false_as_a_command_line_string_starts_over(tmp_path):

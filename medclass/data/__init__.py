@@ -40,6 +40,7 @@ from medclass.data.split import (
     split_patients,
     split_report,
 )
+from medclass.data.skipped import MISSING_FILES, SkipList, check_image_content, drop_missing_files, screen_items
 from medclass.data.synthetic import PHANTOM_LABELS, PHANTOM_VERSION, ensure_phantoms, make_phantoms
 from medclass.data.synthetic3d import (
     VOLUME_PHANTOM_LABELS,
@@ -48,6 +49,11 @@ from medclass.data.synthetic3d import (
 )
 
 __all__ = [
+    "MISSING_FILES",
+    "SkipList",
+    "check_image_content",
+    "drop_missing_files",
+    "screen_items",
     "CXR14_LABELS",
     "IMAGE_EXTENSIONS",
     "READABLE_EXTENSIONS",

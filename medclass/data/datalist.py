@@ -15,6 +15,7 @@ Within one datalist every item has the same keys, so items collate in a ``DataLo
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from medclass.data.labels import (
     normalize_name,
     parse_label_value,
 )
+from medclass.data.text import read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +217,10 @@ class Datalist:
                 entry["label"] = [None if math.isnan(v) else float(v) for v in item["label"].tolist()]
                 entries.append(entry)
             out[split] = entries
+        from medclass.files import atomic_json
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1))
+        atomic_json(path, out, indent=1)
         return path
 
 
@@ -304,7 +307,9 @@ def _check_files(missing: list[tuple[str, str]], source: str, what: str = "image
     if missing:
         shown = "; ".join(f"{where}: {path}" for where, path in missing[:5])
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise FileNotFoundError(f"{source}: {len(missing)} {what} file(s) not found: {shown}{more}")
+        hint = ("; check dataset_dir, or set missing_files: skip (--missing_files skip) to leave such rows out"
+                if what == "image" else "")
+        raise FileNotFoundError(f"{source}: {len(missing)} {what} file(s) not found: {shown}{more}{hint}")
 
 
 def _is_mask_key(key: str) -> bool:
@@ -414,7 +419,7 @@ def _load_csv(
 ) -> Datalist:
     source = str(path)
     delimiter = options.get("delimiter") or ("\t" if path.suffix.lower() == ".tsv" else ",")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_text_file(path), newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = next(reader)
@@ -1043,7 +1048,7 @@ def load_image_list(
                 entries.append((image, it.get("id") if isinstance(it, dict) else None, where))
     else:
         delimiter = "\t" if name.endswith(".tsv") else ","
-        with open(path, newline="") as f:
+        with io.StringIO(read_text_file(path), newline="") as f:
             reader = csv.reader(f, delimiter=delimiter)
             header = next(reader, None)
             if not header:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from medclass.handlers.checkpoint import atomic_save
+from medclass.files import atomic_save, atomic_text, atomic_write
 from medclass.handlers.predictions import _ids, _rows
 from medclass.metrics import choose_thresholds, fit_temperature, probabilities, to_json
 from medclass.utils import flag
@@ -31,10 +31,7 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_text(path, text)
 
 
 def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[float], temperature: float) -> None:
@@ -190,13 +187,11 @@ class OperatingPointSelector:
             self._write_predictions(self.output_dir / "validation_predictions.csv", probs, labels)
 
     def _write_predictions(self, path: Path, probs: np.ndarray, labels: np.ndarray) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(path, newline="") as f:
             w = csv.writer(f)
             w.writerow(["id"] + [f"prob_{n}" for n in self.label_names] + [f"label_{n}" for n in self.label_names])
             for i, p, y in zip(self._ids, probs, labels):
                 w.writerow([i] + [f"{v:.6f}" for v in p] + ["" if math.isnan(v) else int(v) for v in y])
-        os.replace(tmp, path)
 
 
 class EvaluationWriter:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
+import errno
 import logging
 import math
 import os
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.files import atomic_json, disk_full_error, temp_path
 from medclass.metrics import decisions, summarize
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ def _ids(engine: Engine, id_key: str, n: int, offset: int) -> list[str]:
 
 
 class PredictionWriter:
-    """Writes ``predictions.csv`` (one row per image, flushed every iteration so a dying run keeps its rows).
+    """Writes ``predictions.csv`` (one row per image) through a temporary file in the same folder that replaces
+    it only when the run completes: a run that fails leaves the previous ``predictions.csv`` as it was.
 
     Columns: ``id``, ``prob_<label>`` per label, ``pred_<label>`` (0/1 decision at the thresholds stored with
     the model) per label, and ``label_<label>`` when the data has labels. For multi-class tasks the decision is
@@ -81,6 +84,7 @@ class PredictionWriter:
         self.metrics_filename = metrics_filename
         self.id_key = id_key
         self._file = None
+        self._tmp = temp_path(self.output_dir / filename)
         self._writer = None
         self._probs: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
@@ -112,7 +116,8 @@ class PredictionWriter:
         self.thresholds = self._resolve_thresholds()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._probs, self._labels, self._has_labels = [], [], None
-        self._file = open(self.path, "w", newline="")
+        self._tmp = temp_path(self.path)
+        self._file = open(self._tmp, "w", newline="", encoding="utf-8")
         self._writer = None
 
     def _header(self, with_labels: bool) -> list[str]:
@@ -134,7 +139,10 @@ class PredictionWriter:
         if self._has_labels is None:
             self._has_labels = all(lbl is not None for lbl in labels)
             self._writer = csv.writer(self._file)
-            self._writer.writerow(self._header(self._has_labels))
+            try:
+                self._writer.writerow(self._header(self._has_labels))
+            except OSError as exc:
+                self._close_failed(exc)
         ids = _ids(engine, self.id_key, len(probs), sum(len(p) for p in self._probs))
         dec = decisions(probs, self.thresholds, self.task)
         lab = None
@@ -142,15 +150,22 @@ class PredictionWriter:
             lab = np.stack([np.asarray(torch.as_tensor(v).float().cpu()).reshape(-1) for v in labels])
             self._labels.append(lab)
         self._probs.append(probs)
-        for k, image_id in enumerate(ids):
-            row = [image_id] + [f"{v:.6f}" for v in probs[k]] + [int(v) for v in dec[k]]
-            if lab is not None:
-                row += ["" if math.isnan(v) else int(v) for v in lab[k]]
-            self._writer.writerow(row)
-        self._file.flush()
+        try:
+            for k, image_id in enumerate(ids):
+                row = [image_id] + [f"{v:.6f}" for v in probs[k]] + [int(v) for v in dec[k]]
+                if lab is not None:
+                    row += ["" if math.isnan(v) else int(v) for v in lab[k]]
+                self._writer.writerow(row)
+            self._file.flush()
+        except OSError as exc:
+            self._close_failed(exc)
 
     def _complete(self, engine: Engine) -> None:
         self._close(engine)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{self.path}: cannot write the predictions ({exc.strerror})") from exc
         logger.info("predictions written to %s", self.path)
         if self.metrics_filename and self._has_labels and self._probs:
             summary = summarize(
@@ -158,14 +173,28 @@ class PredictionWriter:
             )
             summary["thresholds"] = {n: float(t) for n, t in zip(self.label_names, self.thresholds)}
             path = self.output_dir / self.metrics_filename
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(summary, indent=2))
-            os.replace(tmp, path)
+            atomic_json(path, summary)
             logger.info("metrics written to %s (mean AUC %s)", path, summary["mean_auc"])
             engine.state.metric_details["summary"] = summary
 
-    def _close(self, engine: Engine) -> None:
-        # rows are flushed every iteration, so a run that dies keeps what it wrote
-        if self._file is not None:
+    def _close_failed(self, exc: OSError) -> None:
+        with contextlib.suppress(OSError):
             self._file.close()
-            self._file = None
+        self._file = None
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise disk_full_error(self.path, exc) from exc
+        raise exc
+
+    def _close(self, engine: Engine) -> None:
+        # the rows go to a temporary file (removed by the next run in this folder if this one dies)
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            self._close_failed(exc)
+        self._file = None

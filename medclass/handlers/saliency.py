@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.files import temp_path
 from medclass.saliency import METHODS, _model_state, saliency_maps
 from medclass.transforms.post import Probabilitiesd
 
@@ -224,7 +225,7 @@ class SaliencyHandler:
                 raise ValueError(f"saliency targets {unknown} are not labels of the model {self.label_names}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.written, self._seen, self._tb_logged = [], 0, 0
-        self._index = open(self.output_dir / "index.csv", "w")
+        self._index = open(temp_path(self.output_dir / "index.csv"), "w", encoding="utf-8")  # renamed when complete
         self._index.write("id,label,probability,method,map,png\n")
         if self.summary_writer is None and self.log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -236,6 +237,7 @@ class SaliencyHandler:
         if self._index is not None:
             self._index.close()
             self._index = None
+            os.replace(temp_path(self.output_dir / "index.csv"), self.output_dir / "index.csv")
         if self._own_writer and self.summary_writer is not None:
             self.summary_writer.close()
             self.summary_writer, self._own_writer = None, False

@@ -58,12 +58,12 @@ def check_subgroups(items: Sequence[Mapping], subgroups: Sequence[Any] | None) -
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    from medclass.files import atomic_write
+
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def annotate_predictions(path: str | os.PathLike, items: Sequence[Mapping], subgroups: Sequence[Any] | None = None) -> None:
@@ -264,6 +264,6 @@ def build_report(
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    from medclass.files import atomic_json
+
+    atomic_json(path, obj, allow_nan=False)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medclass.files import atomic_text
 from medclass.report import plots
 
 CSS = """
@@ -189,7 +189,5 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
         parts.append('<p class="note">No saliency maps in this evaluation folder.</p>')
     parts.append("</body></html>")
     path = folder / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_text(path, "\n".join(parts))
     return path

@@ -84,6 +84,7 @@ from medclass.transforms.array import (
     ZScoreIntensityd,
     resolve_window,
 )
+from medclass.transforms.checks import RequireContentd
 from medclass.transforms.io import ReadImaged
 
 logger = logging.getLogger(__name__)
@@ -577,6 +578,7 @@ def build_transforms(
 
     xforms: list[Transform] = [
         ReadImaged(keys=keys, spatial_dims=spatial_dims, voi=p.voi, id_key=id_key),
+        RequireContentd(keys=keys),
         LabelToTensord(keys=[label_key], allow_missing_keys=True),
     ]
     if p.spatial is not None:

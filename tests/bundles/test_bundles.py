@@ -350,14 +350,17 @@ def test_torchscript_export_matches_eager(bundle, trained, tmp_path):
     assert torch.allclose(ts.temperature, stored["temperature"])
 
 
-def test_resume_continues_from_last_checkpoint(bundle, trained):
+def test_resume_refuses_another_run_and_a_finished_one(bundle, trained):
     tmp, _ = trained
     before = torch.load(tmp / "models" / "last.pt", weights_only=True)
-    wf = workflow(bundle, "train", tmp, max_epochs=1, resume=True)
+    assert before["finished"] is True and before["fingerprint"]["settings"]["max_epochs"] == 1
     with pytest.raises(Exception) as err:  # max_epochs is part of the run's identity
         workflow(bundle, "train", tmp, max_epochs=2).run()
-    assert "last.pt belongs to a different run" in error_chain(err.value)
-    wf.run()  # same run: already complete, nothing retrained
+    assert "last.pt belongs to another training run" in error_chain(err.value)
+    assert "max_epochs: 1 in the saved run, 2 now" in error_chain(err.value)
+    with pytest.raises(Exception) as err:  # the same run: finished, so nothing to resume (said, not silent)
+        workflow(bundle, "train", tmp, max_epochs=1).run()
+    assert "this training run already finished after 1 epoch(s)" in error_chain(err.value)
     after = torch.load(tmp / "models" / "last.pt", weights_only=True)
     assert after["trainer"] == before["trainer"]
 
@@ -383,6 +386,25 @@ def test_truncated_image_stops_before_training_naming_the_file(bundle, tmp_path)
     chain = error_chain(err.value)
     assert f"{victim}: cannot read image" in chain
     assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_skip_unreadable_trains_without_the_bad_image_and_lists_it(bundle, tmp_path):
+    from medclass.workflow import prepare_data
+
+    prepare_data(None, tmp_path / "data", LABELS[bundle.name], phantoms=TINY[bundle.name]["phantoms"])
+    victim = sorted((tmp_path / "data" / "images").glob("*" + SUFFIX[bundle.name]))[5]
+    victim.write_bytes(victim.read_bytes()[:60])
+    wf = workflow(bundle, "train", tmp_path, max_epochs=1, skip_unreadable=True)
+    wf.run()
+    wf.finalize()
+    skipped = list(csv.DictReader(open(tmp_path / "models" / "skipped.csv")))
+    assert [r["file"] for r in skipped] == [str(victim)] and "cannot read image" in skipped[0]["reason"]
+    assert torch.load(tmp_path / "models" / "last.pt", weights_only=True)["finished"] is True
+    n = len(wf.parser.get_parsed_content("train#dataset")) + len(wf.parser.get_parsed_content("validate#dataset"))
+    data = wf.parser.get_parsed_content("data")
+    used = [it for k in ("training", "validation") for it in data.splits[k]]
+    assert any(it["image"] == str(victim) for it in used)  # (the seeded split puts it there)
+    assert n == len(used) - 1
 
 
 def test_multi_process_training_with_gloo(bundle, tmp_path):

@@ -244,8 +244,9 @@ def test_options_resolution_and_validation():
 def test_pipeline_steps_and_cache_boundary():
     t = build_transforms("ct", 3, (16, 16, 16), train=True, spacing=(1.5, 1.5, 2.0))
     names = [type(x).__name__ for x in t.transforms]
-    assert names[:6] == ["ReadImaged", "LabelToTensord", "Orientationd", "Spacingd", "WindowIntensityd", "AdaptiveResized"]
-    assert first_random_index(t) == 6 and names[6] == "RandFlipd"
+    assert names[:7] == ["ReadImaged", "RequireContentd", "LabelToTensord", "Orientationd", "Spacingd",
+                         "WindowIntensityd", "AdaptiveResized"]
+    assert first_random_index(t) == 7 and names[7] == "RandFlipd"
     assert names[-2:] == ["NormalizeIntensityd", "EnsureTyped"]
     assert {"RandAffined", "RandScaleIntensityd", "RandShiftIntensityd"} <= set(names)
     orient = next(x for x in t.transforms if isinstance(x, Orientationd))
@@ -341,6 +342,6 @@ def test_bundle_style_config_passes_options_as_top_level_keys():
     )
     t = parser.get_parsed_content("preprocessing")
     names = [type(x).__name__ for x in t.transforms]
-    assert names[2:6] == ["Orientationd", "Spacingd", "WindowIntensityd", "CropOrPadd"]
+    assert names[3:7] == ["Orientationd", "Spacingd", "WindowIntensityd", "CropOrPadd"]
     out = t(item(hu_phantom()))["image"]
     assert out.shape == (1, 16, 16, 16)
