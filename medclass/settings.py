@@ -125,14 +125,24 @@ def _dilate(key: str, v: Any) -> None:
     raise _fail(key, "true, false or auto", v, "auto")
 
 
+def _memory_budget(key: str, v: Any) -> None:
+    from medclass.data.cache import parse_bytes
+
+    try:
+        parse_bytes(v)
+    except ValueError:
+        raise _fail(key, "a size such as 8GB or 512MB, or null", v, "8GB") from None
+
+
 def _choices() -> dict[str, tuple]:
     from medclass.engines import PRECISIONS
     from medclass.networks.factory import ARCHS, CONVS, STEMS
     from medclass.transforms.presets import AUGMENT_ON, PRESETS
-    from medclass.workflow import CACHES, LOADERS
+    from medclass.data.cache import CACHE_DTYPES, CACHES
+    from medclass.workflow import LOADERS
 
     return {"arch": ARCHS, "stem": STEMS, "conv": CONVS, "precision": PRECISIONS, "augment_on": AUGMENT_ON,
-            "preset": tuple(PRESETS), "cache": CACHES, "loader": LOADERS}
+            "preset": tuple(PRESETS), "cache": CACHES, "cache_dtype": CACHE_DTYPES, "loader": LOADERS}
 
 
 CHECKS: dict[str, Callable[[str, Any], None]] = {
@@ -162,6 +172,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "augment": _augment,
     "early_stop_patience": _int(0, "8", optional=True),
     "cache_rate": _number(0, 1, "1.0"),
+    "memory_budget": _memory_budget,
     "temperature_scaling": _bool(),
     "bootstrap_samples": _int(0, "1000"),
     "bootstrap_seed": _int(0, "0"),

@@ -293,8 +293,17 @@ def resolve_cache(cache: str, items: Sequence[Mapping[str, Any]], transform, cac
     if cache in ("disk", "none") or not items:
         return "memory" if cache == "auto" else cache
     dtype = cache_dtype_for(cache_dtype, spatial_dims)
-    head = transform(dict(items[0]), end=_first_random(transform))
-    item_bytes = packed_nbytes(pack_item(head, dtype))
+    item_bytes = None
+    for item in items[:8]:  # the first readable item (unreadable ones are the run's to report or skip)
+        try:
+            item_bytes = packed_nbytes(pack_item(transform(dict(item), end=_first_random(transform)), dtype))
+            break
+        except Exception:  # noqa: BLE001
+            continue
+    if item_bytes is None:
+        logger.info("cache %s: none of the first items could be preprocessed to estimate the cache; using memory",
+                    cache)
+        return "memory" if cache == "auto" else cache
     n = int(round(len(items) * float(cache_rate)))
     choice, why = choose_cache(n, item_bytes, parse_bytes(memory_budget), cache_dir)
     if cache == "auto":

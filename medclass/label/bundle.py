@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from medclass.engines import autocast_context, resolve_precision
+from medclass.errors import user_error
 from medclass.label.safety import config_code
 from medclass.transforms import input_geometry
 from medclass.utils import flag
@@ -42,23 +43,6 @@ __all__ = ["BundleModel", "InputImageError", "write_label_csv", "parse_label_val
 
 class InputImageError(ValueError):
     """The image given for inference cannot be read or does not suit the bundle (a client error)."""
-
-
-def _error_chain(exc: BaseException) -> list[BaseException]:
-    out = []
-    while exc is not None and exc not in out:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return out
-
-
-def _user_error(exc: BaseException) -> BaseException | None:
-    """The outermost ValueError / TypeError / OSError of an exception chain (medclass reports bad input so;
-    MONAI wraps it in a RuntimeError naming the transform)."""
-    for e in _error_chain(exc):
-        if isinstance(e, (ValueError, TypeError, OSError)):
-            return e
-    return None
 
 
 def parse_label_value(value: Any, where: str) -> float:
@@ -333,7 +317,7 @@ class BundleModel:
         try:
             pre = served.preprocessing({"image": str(image), "id": "input"})["image"]
         except Exception as exc:
-            user = _user_error(exc)
+            user = user_error(exc)
             if user is not None:
                 raise InputImageError(str(user)) from exc
             raise
@@ -467,7 +451,7 @@ class BundleModel:
                 wf = self._workflow(self.train_files, "train", **run)
                 wf.run()
             except Exception as exc:
-                user = _user_error(exc)
+                user = user_error(exc)
                 if user is not None:
                     raise ValueError(f"{self.name}: training stopped, {self.model_path} unchanged: {user}") from exc
                 raise
