@@ -84,7 +84,8 @@ def label_metrics(labels, probs, decisions, threshold: float | None, min_positiv
         proportion_method: ``wilson`` or ``exact`` (Clopper-Pearson).
 
     Returns:
-        ``auc`` with ``auc_ci`` (DeLong; only with ``min_positives`` positives and negatives) and ``auc_se``, ``average_precision``, ``threshold``, the confusion
+        ``auc`` with ``auc_ci`` (DeLong; only with ``min_positives`` positives and negatives) and ``auc_se``,
+        ``average_precision``, ``threshold``, the confusion
         counts, ``sensitivity``/``specificity``/``ppv``/``npv`` each with ``<name>_ci`` (Wilson or exact),
         ``f1``, ``accuracy``, ``ece``, ``brier``, ``calibration_intercept``, ``calibration_slope``,
         ``positives``, ``negatives``, ``unknown``, ``estimable`` (enough positives and negatives),

@@ -106,7 +106,8 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
                  f"{metrics.get('min_positives', 10)} positive and negative validation cases; otherwise it falls back "
                  "(chosen by: fallback) as the notes say.</p>" + _table(OPERATING_POINT_HEADER,
                                                                         operating_point_rows(metrics, op)))
-    parts.append("<h2>Discrimination and calibration per label</h2>" + _table(PER_LABEL_HEADER, per_label_rows(metrics)))
+    parts.append("<h2>Discrimination and calibration per label</h2>"
+                 + _table(PER_LABEL_HEADER, per_label_rows(metrics)))
     if metrics.get("external"):
         from medclass.report.external import external_html
 
@@ -135,8 +136,8 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
                 cells.append(f"AUC {_f(q['auc'])}<br>Se {_f(q['sensitivity'], 2)} Sp {_f(q['specificity'], 2)}"
                              f"<br>{q['positives']}+/{q['negatives']}&minus;")
             rows.append([html.escape(s["column"]), html.escape(s["value"]), str(s["n"]), _f(s["mean_auc"]), *cells])
-        parts.append(_table(["column", "value", "n", "mean AUC (every label with a defined AUC)", *map(html.escape, names)],
-                            rows, left=2))
+        header = ["column", "value", "n", "mean AUC (every label with a defined AUC)", *map(html.escape, names)]
+        parts.append(_table(header, rows, left=2))
     else:
         parts.append('<p class="note">No subgroup columns configured (set <code>subgroups</code>, e.g. '
                      "<code>[sex, view, {column: age, bins: [0, 40, 60, 80]}]</code>).</p>")

@@ -102,7 +102,7 @@ def reliability_grid(curves: dict[str, dict], title: str = "Reliability") -> byt
                 hi.append(ci["upper"] - f)
             ax.errorbar(conf, freq, yerr=[lo, hi], fmt="o-", ms=4, lw=1.2, capsize=2, c="tab:blue")
             for x, f, n in zip(conf, freq, count):
-                ax.annotate(f"{int(n)}", (x, f), textcoords="offset points", xytext=(4, -10), fontsize=7, c="0.3")
+                ax.annotate(f"{int(n)}", (x, f), textcoords="offset points", xytext=(4, 4), fontsize=7, c="0.3")
         else:
             ax.text(0.5, 0.5, "no known labels", ha="center", va="center", transform=ax.transAxes, c="tab:red")
         ax.set(xlim=(0, 1), ylim=(-0.03, 1.03), title=f"{name} (ECE {_fmt(r.get('ece'))}, n {r.get('n', 0)})")

@@ -15,8 +15,9 @@ saliency that falls
   radiographs; it misses dark or low-contrast text and text away from the corners, and bright wires or
   electrodes near a corner can be taken for text.
 
-A finding (label) is flagged when the median over its maps of the share on border or text exceeds ``flag_at``
-(default 0.5, i.e. most of the saliency); a map spread evenly over the image puts about 29% on an 8% border.
+A finding (label) is flagged when the median over its maps (at least ``min_maps``, default 3) of the share on
+border or text exceeds ``flag_at`` (default 0.5, i.e. most of the saliency); a map spread evenly over the image
+puts about 29% on an 8% border.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["border_mask", "shortcut_shares", "shortcuts_html", "summarize_shortcuts", "text_mask", "write_shortcuts"]
 
-DEFAULTS = {"border": 0.08, "bright": 0.8, "contrast": 0.3, "corner": 0.25, "max_blob": 0.02, "flag_at": 0.5}
+DEFAULTS = {"border": 0.08, "bright": 0.8, "contrast": 0.3, "corner": 0.25, "max_blob": 0.02, "flag_at": 0.5,
+            "min_maps": 3}
+#: the parameters of the masks (the rest are about flagging)
+MASK_KEYS = ("border", "bright", "contrast", "corner", "max_blob")
 
 
 def border_mask(shape: Sequence[int], border: float = DEFAULTS["border"]) -> np.ndarray:
@@ -100,7 +104,7 @@ def shortcut_shares(image, heat, **params) -> dict[str, float]:
     Returns:
         ``{"border", "text", "combined", "text_pixels"}``; shares are ``nan`` for an all-zero map.
     """
-    p = {**DEFAULTS, **params}
+    p = {**{k: DEFAULTS[k] for k in MASK_KEYS}, **params}
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 3:
         img = img.mean(axis=0)
@@ -116,18 +120,23 @@ def shortcut_shares(image, heat, **params) -> dict[str, float]:
             "combined": float(hm[b | t].sum() / total), "text_pixels": int(t.sum())}
 
 
-def summarize_shortcuts(per_map: Sequence[Mapping[str, Any]], flag_at: float = DEFAULTS["flag_at"]) -> dict:
+def summarize_shortcuts(per_map: Sequence[Mapping[str, Any]], flag_at: float = DEFAULTS["flag_at"],
+                        min_maps: int = DEFAULTS["min_maps"]) -> dict:
     """Per label: maps, median border/text/combined shares, the share of maps mostly there, and ``flagged``
-    (median combined share above ``flag_at``)."""
+    (median combined share above ``flag_at``, over at least ``min_maps`` maps; fewer maps are too few to judge
+    and say so under ``note``)."""
     out: dict[str, dict] = {}
     for label in dict.fromkeys(r["label"] for r in per_map):
         rows = [r for r in per_map if r["label"] == label and math.isfinite(r["combined"])]
         if not rows:
             continue
         comb = np.array([r["combined"] for r in rows])
+        enough = len(rows) >= min_maps
         out[label] = {"maps": len(rows), "border": float(np.median([r["border"] for r in rows])),
                       "text": float(np.median([r["text"] for r in rows])), "combined": float(np.median(comb)),
-                      "mostly_there": float((comb > flag_at).mean()), "flagged": bool(np.median(comb) > flag_at)}
+                      "mostly_there": float((comb > flag_at).mean()),
+                      "flagged": bool(enough and np.median(comb) > flag_at),
+                      "note": None if enough else f"{len(rows)} map(s): too few to judge (fewer than {min_maps})"}
     return out
 
 
@@ -158,14 +167,14 @@ def write_shortcuts(folder: str | os.PathLike, items: Sequence[Mapping], preproc
             images[r["id"]] = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
         heat = np.load(root / r["map"])
         try:
-            shares = shortcut_shares(images[r["id"]], heat, **{k: p[k] for k in DEFAULTS if k != "flag_at"})
+            shares = shortcut_shares(images[r["id"]], heat, **{k: p[k] for k in MASK_KEYS})
         except ValueError as exc:
             logger.warning("shortcut check: %s: %s", r["map"], exc)
             continue
         per_map.append({"id": r["id"], "label": r["label"], **shares})
-    out = {"heuristic": __doc__.split("\n\n")[1].strip(), "params": p, "uniform_border_share":
-           float(border_mask((100, 100), p["border"]).mean()), "per_label": summarize_shortcuts(per_map, p["flag_at"]),
-           "per_map": per_map}
+    out = {"heuristic": __doc__.split("\n\n")[1].strip(), "params": p,
+           "uniform_border_share": float(border_mask((100, 100), p["border"]).mean()),
+           "per_label": summarize_shortcuts(per_map, p["flag_at"], int(p["min_maps"])), "per_map": per_map}
     tmp = root / (SHORTCUTS_FILE + ".tmp")
     tmp.write_text(json.dumps(to_json(out), indent=2, allow_nan=False))
     os.replace(tmp, root / SHORTCUTS_FILE)
@@ -180,14 +189,15 @@ def shortcuts_html(short: Mapping) -> str:
     p = short.get("params") or DEFAULTS
     rows = []
     for label, s in (short.get("per_label") or {}).items():
-        flag = '<span class="undef">mostly border/text</span>' if s.get("flagged") else "no"
+        flag = '<span class="undef">mostly border/text</span>' if s.get("flagged") else \
+            html.escape(s["note"]) if s.get("note") else "no"
         rows.append([html.escape(label), str(s["maps"]), fmt(s["border"], 2), fmt(s["text"], 2), fmt(s["combined"], 2),
                      fmt(s["mostly_there"], 2), flag])
     note = (f'<p class="note">Share of each saliency map on the image border (outer {p["border"]:.0%} of each side; '
             f"an even map puts {short.get('uniform_border_share', 0.29):.0%} there) and on burned-in text (bright, "
             "high-contrast small blobs near the corners: a simple heuristic that misses dark text and text away "
-            f"from the corners). A finding is flagged when its median share on either exceeds {p['flag_at']:.0%}."
-            "</p>")
+            f"from the corners). A finding is flagged when its median share on either exceeds {p['flag_at']:.0%} "
+            f"over at least {p.get('min_maps', 3)} maps.</p>")
     return "<h2>Shortcut check (saliency on border and burned-in text)</h2>" + note + table(
         ["finding", "maps", "median share on border", "median share on text", "median share on either",
          "maps mostly there", "flagged"], rows)

@@ -54,6 +54,8 @@ def test_shares_flag_maps_on_marker_or_border_and_pass_maps_on_the_anatomy():
     summary = summarize_shortcuts(per_map)
     assert summary["nodule"]["flagged"] and summary["nodule"]["mostly_there"] == pytest.approx(2 / 3)
     assert not summary["effusion"]["flagged"]
+    one = summarize_shortcuts([{"label": "nodule", **s_text}])  # one map on the marker: too few to judge
+    assert not one["nodule"]["flagged"] and "too few to judge" in one["nodule"]["note"]
     with pytest.raises(ValueError, match="differ in shape"):
         shortcut_shares(img, on_lung[:50])
 
