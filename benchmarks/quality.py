@@ -9,7 +9,9 @@
 One recipe per dimensionality for every set: ResNet-18 at width 32 with the stem chosen from the image size, AdamW,
 warm-up + cosine, label smoothing 0.1, augmentation, bf16 autocast on CPU, model selected on the validation mean
 AUC. The evaluate workflow then chooses each label's threshold on the validation split (Youden's J) and evaluates
-the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI), test_acc
+the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI; the mean over
+the labels with at least min_positives test positives and negatives, test_auc_labels of them, the others named in
+test_auc_excluded; test_auc_all_defined is the mean over every label with an AUC), test_micro_auc, test_acc
 (at 0.5, MedMNIST's ACC), test sensitivity/specificity at the validation-chosen Youden thresholds (mean and per
 label), test ECE, epochs and train_seconds (plus per-label AUCs). Data comes from MEDCLASS_DATA (default
 ../shared/data).
@@ -105,6 +107,13 @@ def evaluation_figures(eval_dir: Path, metrics: dict) -> dict:
     out = {
         "test_auc": _r(metrics["mean_auc"]),
         "test_auc_ci95": [_r(v) for v in metrics["mean_auc_ci"]],
+        # what test_auc averages: labels with >= min_positives test positives and negatives; the rest are named
+        "test_auc_labels": len(metrics.get("mean_auc_labels", names)),
+        "test_auc_excluded": sorted(metrics.get("mean_auc_excluded", {})),
+        "test_auc_all_defined": _r(metrics.get("mean_auc_all_defined")),
+        "test_micro_auc": _r(metrics.get("micro_auc")),
+        "test_brier": _r(metrics["calibration"].get("brier")),
+        "threshold_fallbacks": sorted(metrics.get("threshold_fallbacks", {})),
         "test_acc": _r(accuracy_at(pred["labels"], pred["probs"], 0.5, metrics["task"])),  # MedMNIST's ACC
         "test_acc_at_val_threshold": _r(metrics["accuracy"]),
         "test_sens_val_youden": _r(metrics["macro"]["sensitivity"]),

@@ -17,6 +17,7 @@ GENERATED = {
     "inference.yaml": ("base.yaml", "inference.yaml"),
     "saliency.yaml": ("base.yaml", "saliency.yaml"),
     "multi_gpu_train.yaml": ("multi_gpu_train.yaml",),
+    "external.yaml": ("external.yaml",),
 }
 
 # (workflow type, config files on top of common.yaml) checked by check_properties

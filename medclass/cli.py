@@ -1,5 +1,5 @@
-"""``medclass`` command line: run bundle workflows, bundle checks and export, data preparation reports, phantom data,
-evaluation reports."""
+"""``medclass`` command line: run bundle workflows, bundle checks and export, data preparation reports and split
+files, phantom data, evaluation reports and model comparison."""
 
 from __future__ import annotations
 
@@ -63,8 +63,21 @@ def _split(args) -> int:
 
     labels = args.labels.split(",") if args.labels else None
     data = prepare_data(args.datalist, dataset_dir=args.dataset_dir, label_names=labels, task=args.task,
-                        seed=args.seed, resplit=args.resplit, check_files=not args.no_check_files)
+                        seed=args.seed, resplit=args.resplit, check_files=not args.no_check_files,
+                        split_file=args.split_file, split_out=args.out)
     print(json.dumps(split_report(data.splits, data.label_names), indent=2, default=float))
+    if args.out:
+        print(f"split written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _compare(args) -> int:
+    from medclass.report.compare import compare_evaluations, format_table
+
+    out = args.out if args.out is not None else args.eval_a / f"compare_{args.eval_b.name}"
+    result = compare_evaluations(args.eval_a, args.eval_b, out, min_positives=args.min_positives)
+    print(format_table(result))
+    print(f"written: {out / 'compare.csv'}, {out / 'compare.png'}")
     return 0
 
 
@@ -79,11 +92,15 @@ def _report(args) -> int:
     from medclass.report import build_report
 
     metrics = build_report(args.folder, task=args.task, n_bootstrap=args.bootstrap, seed=args.seed,
-                           n_bins=args.bins, saliency_max=args.saliency_max, html=not args.no_html)
+                           n_bins=args.bins, saliency_max=args.saliency_max, html=not args.no_html,
+                           min_positives=args.min_positives)
     ci = metrics["mean_auc_ci"]
     print(json.dumps({"report": str(args.folder / "report.html") if not args.no_html else None,
                       "n": metrics["n"], "mean_auc": metrics["mean_auc"], "mean_auc_ci": ci,
-                      "ece": metrics["calibration"]["ece"]}))
+                      "mean_auc_labels": len(metrics["mean_auc_labels"]),
+                      "mean_auc_excluded": sorted(metrics["mean_auc_excluded"]),
+                      "micro_auc": metrics["micro_auc"], "ece": metrics["calibration"]["ece"],
+                      "threshold_fallbacks": sorted(metrics["threshold_fallbacks"])}))
     return 0
 
 
@@ -139,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resplit", action="store_true", help="pool the given splits and re-split by patient")
     p.add_argument("--no-check-files", action="store_true", help="do not check that image files exist")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the split (id, image, patient_id, split) to this CSV, the file a run takes as "
+                        "split_file (training writes the same to models/split.csv)")
+    p.add_argument("--split-file", type=Path, default=None, help="take the splits from this split file")
     p.set_defaults(func=_split)
 
     p = sub.add_parser("phantoms", help="make the synthetic chest phantom set (images, masks, datalist.csv)")
@@ -158,7 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bins", type=int, default=None, help="reliability-diagram bins (default: as before, or 10)")
     p.add_argument("--saliency-max", type=int, default=None, help="saliency images embedded (default 24)")
     p.add_argument("--no-html", action="store_true", help="only metrics.json and per_label.csv")
+    p.add_argument("--min-positives", type=int, default=None,
+                   help="test positives and negatives a label needs to enter the mean AUC (default: as before, or 10)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("compare", help="compare two evaluations of the same test images: per-label AUC "
+                                       "differences (DeLong's paired test) and McNemar's test of the decisions")
+    p.add_argument("eval_a", type=Path, help="evaluation folder of model A (predictions.csv, thresholds.json)")
+    p.add_argument("eval_b", type=Path, help="evaluation folder of model B")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for compare.csv, compare.json, compare.png (default: EVAL_A/compare_<EVAL_B name>)")
+    p.add_argument("--min-positives", type=int, default=10,
+                   help="positives and negatives a label needs for its comparison to count as estimable")
+    p.set_defaults(func=_compare)
     p = sub.add_parser("label-app", help="print the MONAI Label app folder (for monailabel start_server --app)")
     p.add_argument("copy_to", nargs="?", default=None,
                    help="write the app (its main.py) into this folder and print it; MONAI Label writes logs/ and "

@@ -29,6 +29,8 @@ def prepare_data(
     phantoms: dict | None = None,
     missing_files: str = "error",
     skipped=None,
+    split_file: str | os.PathLike | None = None,
+    split_out: str | os.PathLike | None = None,
 ):
     """Load a datalist and make sure it has non-empty training, validation and test splits.
 
@@ -47,6 +49,9 @@ def prepare_data(
         missing_files: ``error`` (default): rows whose image file is absent stop the run, naming them; ``skip``:
             they are left out, listed in ``skipped`` and counted in the log (with the positives lost per label).
         skipped: a :class:`medclass.data.SkipList` for the left-out rows.
+        split_file: a split file (``id``, ``split`` columns; see :func:`medclass.data.write_split_file`) that
+            fixes the splits instead of ``fractions``/``seed``/``resplit``.
+        split_out: write the splits used to this CSV (training writes ``models/split.csv``); rank 0 only.
 
     Returns:
         A :class:`medclass.data.Datalist` with ``training``, ``validation`` and ``test`` splits.
@@ -77,9 +82,54 @@ def prepare_data(
                          check_files=check_files and not skip_missing)
     if skip_missing:
         data = drop_missing_files(data, skipped, source=str(datalist))
-    data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
+    if split_file is not None and str(split_file) != "":
+        from medclass.data import apply_split_file
+
+        data = apply_split_file(data, split_file)
+    else:
+        data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
     log_split_report(data.splits, data.label_names)
+    if split_out is not None and str(split_out) != "" and _rank() == 0:
+        from medclass.data import write_split_file
+
+        write_split_file(split_out, data.splits)
     return data
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def external_items(datalist, dataset_dir=None, label_names: Sequence[str] | None = None, task: str | None = None,
+                   check_files: bool = True, output_dir=None, internal_dir=None) -> list[dict]:
+    """Every item of an external datalist (all its splits pooled) for external validation.
+
+    Args:
+        datalist: the external CSV / JSON / npz / class folders (required).
+        dataset_dir: base folder of its relative image paths.
+        label_names: the model's labels (the datalist must have them all).
+        task: the model's task.
+        check_files: check that every image file exists.
+        output_dir: the external evaluation folder; with ``internal_dir``, checked before anything is written.
+        internal_dir: the internal evaluation folder, which the external run must not overwrite.
+
+    Raises:
+        ValueError: no datalist given, or ``output_dir`` is the internal evaluation folder.
+    """
+    from medclass.data import load_datalist
+
+    if datalist is None or str(datalist) == "":
+        raise ValueError("external validation needs a datalist: set external_datalist (and external_dataset_dir)")
+    if output_dir is not None and internal_dir is not None and \
+            Path(output_dir).resolve() == Path(internal_dir).resolve():
+        raise ValueError(f"external validation would overwrite the internal evaluation in {output_dir}: give it "
+                         "another folder with --output_dir (e.g. eval_external)")
+    data = load_datalist(datalist, label_names, task=task, dataset_dir=dataset_dir, check_files=check_files)
+    items = data.all_items()
+    logger.info("external datalist %s: %d images", datalist, len(items))
+    return items
 
 
 def _on_rank0_first(fn):

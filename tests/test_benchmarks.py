@@ -49,9 +49,11 @@ def _npz(path: Path, labels_of) -> Path:
 )
 def test_quality_npz(tmp_path, kind, labels_of, n_labels):
     npz = _npz(tmp_path / f"toy{kind}.npz", labels_of)
+    # 20 test images: min_positives 2 so that every label enters the headline mean AUC
     res = _quality().main(["--npz", str(npz), "--epochs", "1", "--workdir", str(tmp_path / "w"),
-                           "--set", "width", "8", "--set", "batch_size", "16"])
+                           "--set", "width", "8", "--set", "batch_size", "16", "--set", "min_positives", "2"])
     assert res["dataset"] == f"toy{kind}" and res["epochs"] == 1 and res["n_test"] == 20
+    assert res["test_auc_labels"] == (n_labels or 3) and res["test_auc_excluded"] == []
     assert 0.0 <= res["test_auc"] <= 1.0 and 0.0 <= res["test_acc"] <= 1.0
     if n_labels:
         assert len(res["per_label_auc"]) == n_labels
@@ -63,7 +65,7 @@ def test_quality_npz(tmp_path, kind, labels_of, n_labels):
     assert 0.0 <= res["test_sens_val_youden"] <= 1.0 and 0.0 <= res["test_spec_val_youden"] <= 1.0
     # re-evaluating the trained workdir without training gives the same figures
     again = _quality().main(["--npz", str(npz), "--evaluate-only", "--workdir", str(tmp_path / "w"),
-                             "--set", "width", "8", "--set", "batch_size", "16"])
+                             "--set", "width", "8", "--set", "batch_size", "16", "--set", "min_positives", "2"])
     assert again["epochs"] is None and again["evaluate_only"] is True
     for key in ("test_auc", "test_auc_ci95", "test_acc", "test_sens_val_youden", "test_spec_val_youden", "test_ece"):
         assert again[key] == res[key], key

@@ -78,3 +78,39 @@ def test_refuses_the_test_split_and_bad_specs(setup):
         OperatingPointSelector(net, NAMES, split="test")
     with pytest.raises(ValueError, match="unknown operating point"):
         OperatingPointSelector(net, NAMES, operating_point="median")
+
+
+def test_three_validation_positives_fall_back_and_the_model_file_says_so(setup):
+    """Label b has 3 validation positives (< min_positives 10): its threshold is the validation-score quantile at
+    its training prevalence, not Youden on 3 cases, and thresholds.json and model.pt record that; label a (about
+    48 positives) is chosen on validation."""
+    from medclass.handlers.evaluation import stored_provenance
+
+    net, logits, y, tmp = setup
+    y = y.clone()
+    pos_b = torch.nonzero(y[:, 1] == 1).ravel()
+    y[pos_b[3:], 1] = 0.0  # three positives left
+    training = [{"id": f"t{i}", "label": [float(i % 4 == 0), float(i % 10 == 0)]} for i in range(200)]  # b: 10%
+    sel = OperatingPointSelector(net, NAMES, operating_point="youden", model_path=tmp / "model.pt", ckpt_dir=tmp,
+                                 min_positives=10, training_items=training)
+    engine, data = _engine(logits, y)
+    sel.attach(engine)
+    engine.run(data, max_epochs=1)
+    a, b = sel.result["labels"]
+    assert a["chosen_by"] == "validation" and a["fallback"] is None
+    assert b["chosen_by"] == "fallback" and b["positives"] == 3
+    assert "3 positive and" in b["fallback"] and "training prevalence 0.1" in b["fallback"]
+    probs = probabilities(logits.numpy())[:, 1]
+    k = round(0.1 * len(probs))  # all 120 validation scores, known label or not
+    assert b["threshold"] == pytest.approx(np.sort(probs)[::-1][k - 1], abs=1e-6)
+    youden = choose_thresholds(y.numpy(), probabilities(logits.numpy()), NAMES, "youden", min_positives=1)
+    assert youden[1]["threshold"] != pytest.approx(b["threshold"])  # what Youden on 3 cases would have said
+    saved = json.loads((tmp / "thresholds.json").read_text())
+    assert saved["fallbacks"] == ["b"] and saved["training_prevalence"] == {"a": 0.25, "b": 0.1}
+    prov = stored_provenance(tmp / "model.pt")
+    assert prov["labels"]["b"]["chosen_by"] == "fallback" and prov["labels"]["a"]["chosen_by"] == "validation"
+    assert prov["min_positives"] == 10
+    # the provenance rides in the model's metadata: the file still loads into a fresh network, strictly
+    fresh = build_classifier("resnet18", 2, 1, 2, image_size=32, width=8, label_names=NAMES)
+    fresh.load_state_dict(torch.load(tmp / "model.pt", weights_only=True))
+    assert fresh.thresholds.tolist() == pytest.approx([a["threshold"], b["threshold"]], abs=1e-6)

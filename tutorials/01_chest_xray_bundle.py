@@ -87,19 +87,32 @@ def main(argv=None) -> Path:
 
     # ---------------------------------------------------------------------------------------------
     # Step 4. Evaluate the best checkpoint. The validation split first chooses each finding's decision threshold
-    # (Youden's J; or e.g. "sensitivity:0.9"), stored in models/model.pt and models/thresholds.json so that
-    # inference decides with it; then the test split is evaluated at those thresholds: eval/metrics.json and
-    # eval/per_label.csv (AUC with a 95% CI resampling patients, sensitivity, specificity, PPV, NPV, F1, ECE; a
-    # finding with no positive in the test split is undefined, not 0.5), eval/predictions.csv and
-    # eval/report.html, with results by sex, view and age band (columns of your CSV).
+    # (Youden's J; or e.g. "sensitivity:0.9") where it has at least min_positives (10) positives and negatives,
+    # else a flagged fallback (the validation-score quantile at the training prevalence), stored in
+    # models/model.pt and models/thresholds.json so that inference decides with it; then the test split is
+    # evaluated at those thresholds: eval/metrics.json and eval/per_label.csv (AUC with a DeLong 95% CI,
+    # sensitivity, specificity, PPV and NPV with Wilson CIs, F1, ECE, Brier, calibration slope; a finding with
+    # too few test positives is "not estimable", not 0.5 or a zero-width interval), eval/predictions.csv and
+    # eval/report.html, with results by sex, view and age band (columns of your CSV). The headline mean AUC
+    # averages only the findings with enough test cases and names the others.
     evaluate = {**common, "operating_point": "youden", "bootstrap_samples": 200 if args.tiny else 1000,
                 "subgroups": ["Patient Gender", "View Position", {"column": "Patient Age", "bins": [0, 40, 60, 80]}]}
     run_bundle(BUNDLE, "evaluate", evaluate)
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     lo, hi = metrics["mean_auc_ci"]
-    print(f"\nStep 4: test mean AUC {metrics['mean_auc']:.3f} [95% CI {lo:.3f}, {hi:.3f}] over {metrics['n']} images")
+    included, left_out = metrics["mean_auc_labels"], metrics["mean_auc_excluded"]
+    if metrics["mean_auc"] is None:
+        print(f"\nStep 4: {metrics['n']} test images; no finding has {metrics['min_positives']} positive and "
+              "negative test cases, so there is no headline mean AUC")
+    else:
+        ci = f" [95% CI {lo:.3f}, {hi:.3f}]" if lo is not None else ""
+        print(f"\nStep 4: test mean AUC {metrics['mean_auc']:.3f}{ci} over {len(included)} of "
+              f"{len(metrics['per_label'])} findings ({', '.join(included)}), {metrics['n']} images")
+    print(f"  left out of the mean: {', '.join(f'{n} ({r})' for n, r in left_out.items()) or 'none'}")
+    for name in metrics["threshold_fallbacks"]:
+        print(f"  {name}: threshold not chosen on validation (too few cases), fallback used")
     for name, m in metrics["per_label"].items():
-        auc = "undefined" if m["auc"] is None else f"{m['auc']:.3f}"
+        auc = "undefined" if m["auc"] is None else f"{m['auc']:.3f}" + ("" if m["estimable"] else "*")
         sens = "undefined" if m["sensitivity"] is None else f"{m['sensitivity']:.2f}"
         print(f"  {name:20s} AUC {auc:>9s}   sensitivity {sens:>9s} at {m['threshold']:.3f}   "
               f"positives {m['positives']}")

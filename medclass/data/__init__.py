@@ -4,7 +4,8 @@ Public API::
 
     CXR14_LABELS, parse_label_value, labels_from_findings, label_matrix, label_prevalence
     Datalist, load_datalist, load_medmnist, MEDMNIST_INFO
-    split_patients, split_report, log_split_report, ensure_splits, patient_overlap
+    split_patients, split_report, log_split_report, ensure_splits, patient_overlap,
+    write_split_file, read_split_file, apply_split_file, SPLIT_FILE_COLUMNS
     PHANTOM_LABELS, make_phantoms, ensure_phantoms
 """
 
@@ -33,12 +34,16 @@ from medclass.data.labels import (
 )
 from medclass.data.medmnist import MEDMNIST_INFO, load_medmnist, medmnist_flag
 from medclass.data.split import (
+    SPLIT_FILE_COLUMNS,
+    apply_split_file,
     ensure_splits,
     log_split_report,
     patient_key,
     patient_overlap,
+    read_split_file,
     split_patients,
     split_report,
+    write_split_file,
 )
 from medclass.data.skipped import MISSING_FILES, SkipList, check_image_content, drop_missing_files, screen_items
 from medclass.data.synthetic import PHANTOM_LABELS, PHANTOM_VERSION, ensure_phantoms, make_phantoms
@@ -87,4 +92,8 @@ __all__ = [
     "patient_overlap",
     "split_patients",
     "split_report",
+    "SPLIT_FILE_COLUMNS",
+    "apply_split_file",
+    "read_split_file",
+    "write_split_file",
 ]

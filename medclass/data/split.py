@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medclass.data.datalist import ALL_SPLIT, SPLIT_NAMES, Datalist
+from medclass.data.datalist import ALL_SPLIT, SPLIT_NAMES, Datalist, canonical_split
 from medclass.data.labels import label_matrix
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "SPLIT_FILE_COLUMNS",
+    "apply_split_file",
     "ensure_splits",
+    "read_split_file",
     "log_split_report",
     "patient_key",
     "patient_overlap",
     "split_patients",
     "split_report",
+    "write_split_file",
 ]
+
+#: columns of a split file (``models/split.csv``, ``medclass split --out``)
+SPLIT_FILE_COLUMNS = ("id", "image", "patient_id", "split")
 
 
 def patient_key(item: Mapping[str, Any]) -> str:
@@ -301,4 +311,107 @@ def ensure_splits(
     ordered = {s: splits[s] for s in SPLIT_NAMES}
     out = Datalist(ordered, list(datalist.label_names), datalist.task, source=datalist.source)
     logger.info("%s: splits %s", where, out.sizes())
+    return out
+
+
+def _image_text(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return "(array)"  # MedMNIST npz items hold their pixels, not a path
+
+
+def write_split_file(path: str | os.PathLike, splits: Mapping[str, Sequence[Mapping[str, Any]]]) -> Path:
+    """Write the split a run used: one row per image, ``id, image, patient_id, split``.
+
+    The file is what :func:`apply_split_file` (the bundles' ``split_file``) reads back to repeat the split. It
+    names images and patients as the datalist does: a record that belongs with the data, not with a published
+    model. Written to a temporary file and renamed, so a reader never sees half a file.
+
+    Args:
+        path: the CSV to write (its folder is created).
+        splits: ``{split: [items]}`` (items with ``id``, ``image`` and optionally ``patient_id``).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SPLIT_FILE_COLUMNS)
+        for split, items in splits.items():
+            for it in items:
+                pid = it.get("patient_id")
+                w.writerow([it.get("id", ""), _image_text(it.get("image")), "" if pid is None else str(pid).strip(),
+                            split])
+    os.replace(tmp, path)
+    logger.info("split written to %s (%s)", path, ", ".join(f"{k}: {len(v)}" for k, v in splits.items()))
+    return path
+
+
+def read_split_file(path: str | os.PathLike) -> dict[str, str]:
+    """``{image id: canonical split}`` from a split file (needs ``id`` and ``split`` columns).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: missing columns, an empty or repeated id, or an unknown split name (naming the file and row).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: split file does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in ("id", "split") if c not in header]
+        if missing:
+            raise ValueError(f"{path}: split file lacks column(s) {missing}; it has {header}")
+        out: dict[str, str] = {}
+        for row_no, row in enumerate(reader, start=2):
+            key = (row.get("id") or "").strip()
+            if not key:
+                raise ValueError(f"{path} row {row_no}: empty id")
+            if key in out:
+                raise ValueError(f"{path} row {row_no}: id {key!r} appears twice")
+            split = canonical_split(row.get("split") or "", f"{path} row {row_no}")
+            if split == ALL_SPLIT:
+                raise ValueError(f"{path} row {row_no}: split 'all' is not a split; use training, validation or test")
+            out[key] = split
+    if not out:
+        raise ValueError(f"{path}: split file has no rows")
+    return out
+
+
+def apply_split_file(datalist: Datalist, path: str | os.PathLike) -> Datalist:
+    """The datalist's items arranged into the splits a split file gives (matched by image id).
+
+    Raises:
+        ValueError: ids of the file missing from the datalist, or datalist items the file does not place (the
+            message names the file, how many and the first few), or a split left empty.
+    """
+    wanted = read_split_file(path)
+    items = datalist.all_items()
+    by_id = {str(it.get("id")): it for it in items}
+    unknown = [k for k in wanted if k not in by_id]
+    unplaced = [k for k in by_id if k not in wanted]
+    if unknown or unplaced:
+        parts = []
+        if unknown:
+            parts.append(f"{len(unknown)} id(s) not in the datalist (e.g. {unknown[:5]})")
+        if unplaced:
+            parts.append(f"{len(unplaced)} datalist image(s) it does not place (e.g. {unplaced[:5]})")
+        raise ValueError(f"{path}: split file does not match {datalist.source or 'the datalist'}: "
+                         + "; ".join(parts))
+    splits: dict[str, list] = {name: [] for name in SPLIT_NAMES}
+    for it in items:
+        splits[wanted[str(it.get("id"))]].append(it)
+    for name in SPLIT_NAMES:
+        if not splits[name]:
+            raise ValueError(f"{path}: split file leaves split {name!r} empty")
+    overlap = patient_overlap(splits)
+    if overlap:
+        logger.warning("%s: the split file's splits share patients (%s)", path,
+                       ", ".join(f"{k}: {len(v)}" for k, v in overlap.items()))
+    out = Datalist(splits, list(datalist.label_names), datalist.task, source=datalist.source)
+    logger.info("%s: splits from %s: %s", datalist.source or "datalist", path, out.sizes())
     return out

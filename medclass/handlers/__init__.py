@@ -3,7 +3,7 @@
 from medclass.handlers.averaging import WeightAveraging
 from medclass.handlers.checkpoint import CheckpointManager
 from medclass.handlers.early_stop import EarlyStopping
-from medclass.handlers.evaluation import EvaluationWriter, OperatingPointSelector
+from medclass.handlers.evaluation import EvaluationWriter, OperatingPointSelector, stored_provenance
 from medclass.handlers.metrics import MaskedAccuracyMetric, MaskedAUCMetric, MeanAccuracy, MeanAUC
 from medclass.handlers.predictions import PredictionWriter
 from medclass.handlers.progress import ProgressBar
@@ -26,4 +26,5 @@ __all__ = [
     "ProgressBar",
     "SaliencyHandler",
     "WeightAveraging",
+    "stored_provenance",
 ]

@@ -18,7 +18,7 @@ from ignite.engine import Engine, Events
 
 from medclass.files import atomic_save, atomic_text, atomic_write
 from medclass.handlers.predictions import _ids, _rows
-from medclass.metrics import choose_thresholds, fit_temperature, probabilities, to_json
+from medclass.metrics import MIN_POSITIVES, choose_thresholds, fit_temperature, probabilities, to_json
 from medclass.utils import flag
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,40 @@ def _atomic_text(path: Path, text: str) -> None:
     atomic_text(path, text)
 
 
-def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[float], temperature: float) -> None:
+#: key of the threshold provenance in the classifier's ``_extra_state`` metadata
+PROVENANCE_KEY = "operating_points"
+
+
+def _encode_metadata(meta: Mapping[str, Any]) -> torch.Tensor:
+    """JSON metadata as a 1-D uint8 tensor: the classifier's ``_extra_state`` format (it decodes with
+    :meth:`medclass.networks.Classifier.decode_extra_state` and survives ``weights_only`` loading)."""
+    return torch.tensor(list(json.dumps(to_json(dict(meta)), sort_keys=True).encode("utf-8")), dtype=torch.uint8)
+
+
+def stored_provenance(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """How the thresholds stored in ``model_path`` were chosen (``None`` when the checkpoint does not say).
+
+    Returns:
+        ``{"split", "operating_point", "min_positives", "labels": {label: {"chosen_by", "method", "fallback",
+        "threshold"}}}`` as :func:`store_operating_point` wrote it.
+    """
+    from medclass.networks import Classifier
+
+    state = torch.load(Path(model_path), map_location="cpu", weights_only=True)
+    extra = state.get("_extra_state") if isinstance(state, dict) else None
+    if extra is None:
+        return None
+    return Classifier.decode_extra_state(extra).get(PROVENANCE_KEY)
+
+
+def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[float], temperature: float,
+                          provenance: Mapping[str, Any] | None = None) -> None:
     """Write thresholds and temperature into a ``state_dict`` checkpoint (``model.pt``) in place.
 
-    The file stays a plain state_dict that loads with ``torch.load(..., weights_only=True)``.
+    The file stays a plain state_dict that loads with ``torch.load(..., weights_only=True)``. With
+    ``provenance`` (how each threshold was chosen: on validation, by the fallback, fixed or kept), it is stored
+    beside the thresholds under ``operating_points`` in the model's ``_extra_state`` metadata, which loading
+    ignores, so a model file always says whether its thresholds rest on enough validation cases.
     """
     path = Path(model_path)
     if not path.exists():
@@ -50,7 +80,23 @@ def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[fl
         raise ValueError(f"{path}: holds {old.numel()} thresholds, {len(thresholds)} were chosen")
     state["thresholds"] = torch.as_tensor(list(thresholds), dtype=old.dtype)
     state["temperature"] = torch.tensor([float(temperature)], dtype=torch.float32)
+    if provenance is not None and "_extra_state" in state:
+        from medclass.networks import Classifier
+
+        meta = dict(Classifier.decode_extra_state(state["_extra_state"]))
+        meta[PROVENANCE_KEY] = dict(provenance)
+        state["_extra_state"] = _encode_metadata(meta)
     atomic_save(state, path)
+
+
+def _prevalence(items: Sequence[Mapping], n_labels: int) -> list[float]:
+    """Per-label prevalence among the items with a known value (``nan`` where none is known)."""
+    from medclass.data import label_matrix
+
+    y = label_matrix(list(items), num_labels=n_labels) if items else np.full((0, n_labels), np.nan)
+    known = (~np.isnan(y)).sum(axis=0)
+    pos = (y == 1).sum(axis=0)
+    return [float(p / k) if k else math.nan for p, k in zip(pos, known)]
 
 
 class OperatingPointSelector:
@@ -79,6 +125,11 @@ class OperatingPointSelector:
         output_dir: the evaluation folder.
         split: name of the split the evaluator runs (refused when it is ``test``).
         enabled: ``False`` on ranks other than 0 for the file writing (the buffers are set everywhere).
+        min_positives: positives and negatives a label needs in the validation split for its threshold to be
+            chosen there; fewer: the fallback of :func:`medclass.metrics.fallback_threshold` (flagged in
+            ``thresholds.json``, in the model file and in the evaluation outputs).
+        training_items: the training datalist items; their label prevalence sets the fallback threshold
+            (``None``: the fallback is 0.5).
     """
 
     def __init__(
@@ -93,6 +144,8 @@ class OperatingPointSelector:
         output_dir: str | os.PathLike | None = None,
         split: str = "validation",
         enabled: bool = True,
+        min_positives: int = MIN_POSITIVES,
+        training_items: Sequence[Mapping] | None = None,
     ) -> None:
         if str(split) == "test":
             raise ValueError("operating points are chosen on the validation split, never on 'test': "
@@ -111,6 +164,11 @@ class OperatingPointSelector:
         self.output_dir = Path(output_dir) if output_dir else None
         self.split = str(split)
         self.enabled = flag(enabled, "enabled")
+        self.min_positives = int(min_positives)
+        if self.min_positives < 1:
+            raise ValueError(f"min_positives must be >= 1, got {min_positives}")
+        self.prevalence = _prevalence(training_items, len(self.label_names)) \
+            if training_items is not None and task != "multiclass" else None
         self.result: dict[str, Any] | None = None
         self._logits: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
@@ -150,15 +208,20 @@ class OperatingPointSelector:
             thresholds = stored
         elif self.operating_point is None:
             chosen = choose_thresholds(labels, probs, self.label_names, [float(t) for t in stored])
+            kept = stored_provenance(self.model_path) if self.model_path is not None and \
+                self.model_path.exists() else None
             for c in chosen:
-                c["method"] = "stored"
+                before = ((kept or {}).get("labels") or {}).get(c["label"]) or {}
+                c.update(method="stored", chosen_by="stored", fallback=before.get("fallback"),
+                         stored_chosen_by=before.get("chosen_by"))
             thresholds = stored
         else:
-            chosen = choose_thresholds(labels, probs, self.label_names, self.operating_point)
+            chosen = choose_thresholds(labels, probs, self.label_names, self.operating_point,
+                                       min_positives=self.min_positives, prevalence=self.prevalence)
             thresholds = np.array([c["threshold"] for c in chosen])
         for c in chosen:
-            if c.get("undefined"):
-                logger.warning("label %s: %s", c["label"], c["undefined"])
+            if c.get("fallback") and c.get("chosen_by") == "fallback":
+                logger.warning("label %s: %s", c["label"], c["fallback"])
         if hasattr(net, "set_thresholds"):
             net.set_thresholds([float(t) for t in thresholds])
         if hasattr(net, "set_temperature"):
@@ -170,6 +233,9 @@ class OperatingPointSelector:
             "operating_point": self.operating_point if self.operating_point is not None else "stored",
             "temperature_scaling": self.temperature_scaling,
             "temperature": float(temperature),
+            "min_positives": self.min_positives,
+            "training_prevalence": None if self.prevalence is None else dict(zip(self.label_names, self.prevalence)),
+            "fallbacks": [c["label"] for c in chosen if c.get("chosen_by") == "fallback"],
             "labels": chosen,
         }
         logger.info("operating points on the %s split (T=%.3f): %s", self.split, temperature,
@@ -178,7 +244,12 @@ class OperatingPointSelector:
             return
         text = json.dumps(to_json(self.result), indent=2)
         if self.model_path is not None:
-            store_operating_point(self.model_path, [float(t) for t in thresholds], temperature)
+            provenance = {"split": self.split, "operating_point": self.result["operating_point"],
+                          "min_positives": self.min_positives,
+                          "labels": {c["label"]: {k: c.get(k) for k in ("chosen_by", "method", "target", "fallback",
+                                                                         "threshold", "positives", "negatives")}
+                                     for c in chosen}}
+            store_operating_point(self.model_path, [float(t) for t in thresholds], temperature, provenance)
             logger.info("thresholds and temperature stored in %s", self.model_path)
         if self.ckpt_dir is not None:
             _atomic_text(self.ckpt_dir / THRESHOLDS_FILE, text)
@@ -214,6 +285,15 @@ class EvaluationWriter:
         saliency_max: most saliency images embedded in the report.
         report: write the HTML report and the plots.
         enabled: ``False`` on ranks other than 0.
+        min_positives: test positives and negatives a label needs to enter the headline mean AUC.
+        external: external validation (the ``external.yaml`` workflow): ``{"thresholds_file": the model's
+            thresholds.json (chosen on the internal validation split; copied, never re-chosen), "model_path":
+            the model (its stored thresholds must match that file), "internal_dir": the internal evaluation
+            folder to compare with, "training_items": the training items (data-shift reference), "source": a
+            description of the external data, "max_images": images read per set for the shift summary}``.
+        preprocessing: the evaluation preprocessing; with it, 2D saliency maps under ``saliency/`` are checked
+            for shortcuts (share of each map on the image border and on burned-in text, see
+            :mod:`medclass.report.shortcuts`).
     """
 
     def __init__(
@@ -228,8 +308,14 @@ class EvaluationWriter:
         saliency_max: int = 24,
         report: bool = True,
         enabled: bool = True,
+        min_positives: int = MIN_POSITIVES,
+        external: Mapping[str, Any] | None = None,
+        preprocessing: Any = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.min_positives = int(min_positives)
+        self.external = dict(external) if external else None
+        self.preprocessing = preprocessing
         self.items = list(items) if items is not None else None
         self.task = task
         self.subgroups = list(subgroups or [])
@@ -262,9 +348,18 @@ class EvaluationWriter:
 
         if self.items is not None:
             annotate_predictions(self.output_dir / "predictions.csv", self.items, self.subgroups)
+        if self.external is not None:
+            from medclass.report.external import prepare_external
+
+            prepare_external(self.output_dir, self.items or [], **self.external)
+        if self.preprocessing is not None and self.items is not None:
+            from medclass.report.shortcuts import write_shortcuts
+
+            write_shortcuts(self.output_dir, self.items, self.preprocessing)
         self.metrics = build_report(self.output_dir, task=self.task, subgroups=self.subgroups,
                                     n_bootstrap=self.n_bootstrap, seed=self.seed, n_bins=self.n_bins,
-                                    saliency_max=self.saliency_max, html=self.report)
+                                    saliency_max=self.saliency_max, html=self.report,
+                                    min_positives=self.min_positives)
         details = getattr(engine.state, "metric_details", None)  # MONAI engines have it, plain ignite ones not
         if isinstance(details, dict):
             details["summary"] = self.metrics

@@ -3,7 +3,10 @@
 - :mod:`~medclass.metrics.classification`: AUC, decisions, accuracy.
 - :mod:`~medclass.metrics.operating_points`: ROC/PR curves, average precision, thresholds chosen on validation
   data (Youden, target sensitivity/specificity, fixed) and sensitivity/specificity/PPV/NPV/F1 at them.
-- :mod:`~medclass.metrics.calibration`: reliability bins, ECE, temperature scaling.
+- :mod:`~medclass.metrics.calibration`: reliability bins, ECE, Brier score, calibration intercept and slope,
+  temperature scaling.
+- :mod:`~medclass.metrics.intervals`: Wilson / exact intervals for proportions, DeLong's AUC interval and
+  paired test, McNemar's test.
 - :mod:`~medclass.metrics.bootstrap`: percentile intervals resampling patients.
 - :mod:`~medclass.metrics.subgroups`: results per datalist column value.
 - :mod:`~medclass.metrics.multiclass`: confusion matrix, balanced accuracy, macro/micro AUC.
@@ -12,6 +15,8 @@
 
 from medclass.metrics.bootstrap import bootstrap_ci, cluster_index
 from medclass.metrics.calibration import (
+    brier_score,
+    calibration_fit,
     expected_calibration_error,
     fit_temperature,
     probabilities,
@@ -26,13 +31,16 @@ from medclass.metrics.classification import (
     per_label_auc,
     summarize,
 )
-from medclass.metrics.evaluation import evaluate_predictions, to_json
+from medclass.metrics.evaluation import evaluate_predictions, label_metrics, sparse_reason, to_json
+from medclass.metrics.intervals import delong_ci, delong_covariance, delong_test, mcnemar_test, proportion_ci
 from medclass.metrics.multiclass import balanced_accuracy, confusion_matrix, macro_auc, micro_auc, per_class_accuracy
 from medclass.metrics.operating_points import (
+    MIN_POSITIVES,
     average_precision,
     binary_stats,
     choose_threshold,
     choose_thresholds,
+    fallback_threshold,
     operating_point_specs,
     parse_method,
     precision_recall_curve,
@@ -41,10 +49,12 @@ from medclass.metrics.operating_points import (
 from medclass.metrics.subgroups import age_bands, group_values, subgroup_metrics
 
 __all__ = [
-    "accuracy_at", "age_bands", "average_precision", "balanced_accuracy", "binary_auc", "binary_stats",
-    "bootstrap_ci", "choose_threshold", "choose_thresholds", "cluster_index", "confusion_matrix", "decisions",
-    "evaluate_predictions", "expected_calibration_error", "fit_temperature", "group_values", "macro_auc",
-    "mean_auc", "micro_auc", "operating_point_specs", "parse_method", "per_class_accuracy", "per_label_auc",
-    "precision_recall_curve", "probabilities", "reliability", "roc_curve", "subgroup_metrics", "summarize",
-    "to_json", "top_label",
+    "MIN_POSITIVES", "accuracy_at", "age_bands", "average_precision", "balanced_accuracy", "binary_auc",
+    "binary_stats", "bootstrap_ci", "brier_score", "calibration_fit", "choose_threshold", "choose_thresholds",
+    "cluster_index", "confusion_matrix", "decisions", "delong_ci", "delong_covariance", "delong_test",
+    "evaluate_predictions", "expected_calibration_error", "fallback_threshold", "fit_temperature",
+    "group_values", "label_metrics", "macro_auc", "mcnemar_test", "mean_auc", "micro_auc",
+    "operating_point_specs", "parse_method", "per_class_accuracy", "per_label_auc", "precision_recall_curve",
+    "probabilities", "proportion_ci", "reliability", "roc_curve", "sparse_reason", "subgroup_metrics",
+    "summarize", "to_json", "top_label",
 ]

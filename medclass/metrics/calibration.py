@@ -134,3 +134,63 @@ def fit_temperature(logits, labels, task: str = "multilabel", bounds: tuple[floa
             d = a + g * (b - a)
             fd = _nll(z, y, task, math.exp(d))
     return float(math.exp((a + b) / 2))
+
+
+def brier_score(labels, probs) -> float:
+    """Mean squared difference between probability and outcome (``sklearn.metrics.brier_score_loss``) over the
+    known labels of one label; ``nan`` without known labels."""
+    from sklearn.metrics import brier_score_loss
+
+    y, p = known_pairs(labels, probs, what="probabilities", check_labels=True)
+    if not len(y):
+        return math.nan
+    return float(brier_score_loss(y, np.clip(p, 0.0, 1.0)))
+
+
+def calibration_fit(labels, probs, eps: float = 1e-6) -> dict[str, Any]:
+    """Logistic recalibration of one label: calibration intercept and slope (Van Calster et al., 2019).
+
+    The slope is ``b`` of ``logit P(y=1) = a + b * logit(p)`` (1: ideal; < 1: probabilities too extreme, as
+    from overfitting). The intercept is calibration-in-the-large, ``a`` with the slope fixed at 1
+    (``logit P(y=1) = a + logit(p)``; 0: ideal; > 0: probabilities too low on average). Both are maximum
+    likelihood fits (scikit-learn's unpenalised logistic regression for the slope, a one-dimensional convex
+    fit for the intercept).
+
+    Args:
+        labels: ``(N,)`` 1/0/NaN.
+        probs: ``(N,)`` probabilities (clipped to ``[eps, 1 - eps]`` before the logit).
+        eps: clipping.
+
+    Returns:
+        ``{"intercept", "slope", "n", "positives", "negatives"}``; ``nan`` with ``"not_estimable"`` (a reason)
+        without positives or negatives, when the scores do not vary, or (the slope only) when they separate the
+        classes perfectly.
+    """
+    from scipy.optimize import minimize_scalar
+    from sklearn.linear_model import LogisticRegression
+
+    y, p = known_pairs(labels, probs, what="probabilities", check_labels=True)
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    out: dict[str, Any] = {"n": int(len(y)), "positives": pos, "negatives": neg,
+                           "intercept": math.nan, "slope": math.nan}
+    if pos == 0 or neg == 0:
+        out["not_estimable"] = "no positive cases" if pos == 0 else "no negative cases"
+        return out
+    pc = np.clip(p, eps, 1 - eps)
+    lp = np.log(pc / (1 - pc))
+    if np.ptp(lp) < 1e-12:
+        out["not_estimable"] = "all probabilities equal"
+        return out
+    sign = 2 * y - 1
+
+    def nll(a: float) -> float:
+        return float(np.logaddexp(0.0, -sign * (a + lp)).sum())
+
+    out["intercept"] = float(minimize_scalar(nll, bounds=(-30, 30), method="bounded",
+                                             options={"xatol": 1e-8}).x)
+    if lp[y == 0].max() < lp[y == 1].min():
+        out["not_estimable"] = "the probabilities separate the classes perfectly: the slope is unbounded"
+        return out
+    model = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000, tol=1e-10).fit(lp[:, None], y)
+    out["slope"] = float(model.coef_[0, 0])
+    return out

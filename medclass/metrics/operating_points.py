@@ -1,5 +1,8 @@
 """Operating points: ROC/PR curves, threshold choice on a validation split, and the statistics at a threshold.
 
+Thresholds are chosen on validation data only where a label has at least ``min_positives`` positives and
+negatives there; otherwise a documented fallback is used and flagged (:func:`fallback_threshold`).
+
 Labels are ``(N,)`` or ``(N, C)`` arrays of 1 (positive), 0 (negative) or NaN (unknown, excluded per label);
 scores are probabilities. A decision is positive when ``prob >= threshold``. A statistic whose denominator is
 empty (e.g. sensitivity on a split without positives) is ``nan`` with a reason, never a silent 0 or 0.5.
@@ -154,35 +157,91 @@ def operating_point_specs(spec: Any, label_names: Sequence[str]) -> list[tuple[s
     return [parse_method(spec)] * len(names)
 
 
+#: positives and negatives a label needs in the validation split for a threshold chosen on it (the bundles'
+#: ``min_positives``)
+MIN_POSITIVES = 10
+
+
+def fallback_threshold(probs, prevalence: float | None, default: float = 0.5) -> tuple[float, str]:
+    """The threshold used where the validation split has too few positives or negatives to choose one.
+
+    With a training prevalence ``0 < prevalence < 1``: the validation-score quantile that calls that share of
+    the validation images positive (the ``round(prevalence * n)``-th highest score, at least the highest), so the
+    model flags as many images as the training data would lead one to expect. It uses the validation *scores*
+    (all images) and the training labels, never the few validation positives, and unlike a fixed 0.5 it follows
+    probabilities shifted by ``pos_weight`` or label smoothing. Otherwise (no prevalence, no validation scores,
+    no training positive or negative): ``default``.
+
+    Args:
+        probs: ``(N,)`` validation probabilities of the label (known and unknown labels alike).
+        prevalence: the label's prevalence among the training images with a known value, or ``None``.
+        default: the threshold when the quantile cannot be used.
+
+    Returns:
+        ``(threshold, how)``: ``how`` says which rule gave it.
+    """
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    p = p[np.isfinite(p)]
+    prev = math.nan if prevalence is None else float(prevalence)
+    if math.isnan(prev):
+        return float(default), f"fixed {default:g} (no training prevalence)"
+    if not 0.0 < prev < 1.0:
+        return float(default), f"fixed {default:g} (training prevalence {prev:.3g})"
+    if not p.size:
+        return float(default), f"fixed {default:g} (no validation scores)"
+    k = max(1, int(round(float(prevalence) * p.size)))
+    threshold = float(np.sort(p)[::-1][k - 1])
+    return threshold, (f"validation-score quantile at the training prevalence {float(prevalence):.3g} "
+                       f"({k} of {p.size} validation images called positive)")
+
+
 def choose_threshold(labels, probs, method: str = "youden", value: float | None = None,
-                     default: float = 0.5) -> dict[str, Any]:
-    """Choose the decision threshold of one label on (validation) data.
+                     default: float = 0.5, min_positives: int = MIN_POSITIVES,
+                     prevalence: float | None = None) -> dict[str, Any]:
+    """Choose the decision threshold of one label on (validation) data, or fall back where the data is too thin.
+
+    A threshold is chosen from the validation labels only when they hold at least ``min_positives`` positives
+    *and* negatives; with fewer, a Youden or target threshold would be set by a handful of images (with 3
+    positives the achievable sensitivities are 0, 1/3, 2/3 and 1). Then :func:`fallback_threshold` is used and
+    the result says so (``chosen_by: "fallback"`` and the reason under ``fallback``).
 
     Args:
         labels: ``(N,)`` 1/0/NaN.
         probs: ``(N,)`` probabilities.
         method: ``youden`` (maximises sensitivity + specificity - 1), ``sensitivity`` (the highest threshold
             reaching ``value`` sensitivity, i.e. the best specificity there), ``specificity`` (the lowest
-            threshold reaching ``value`` specificity) or ``fixed`` (``value`` itself).
+            threshold reaching ``value`` specificity) or ``fixed`` (``value`` itself, never a fallback).
         value: the target or the fixed threshold.
-        default: the threshold used when the data cannot define one (no positives or no negatives).
+        default: the fallback threshold when the prevalence quantile cannot be used.
+        min_positives: positives and negatives (each) needed to choose on the data; at least 1.
+        prevalence: the label's training prevalence for the fallback (``None``: ``default``).
 
     Returns:
-        ``{"threshold", "method", "target", "sensitivity", "specificity", "n", "positives", "negatives"}``
-        with the validation statistics at that threshold, and ``"undefined"`` (a reason) when ``default`` had
-        to be used.
+        ``{"threshold", "method", "target", "chosen_by" ("validation", "fallback" or "fixed"), "fallback" (the
+        reason, or None), "min_positives", "sensitivity", "specificity" (validation statistics at the
+        threshold), "n", "positives", "negatives"}``, plus ``"undefined"`` (a reason) when the split has no
+        positive or no negative at all, and ``"training_prevalence"`` when given.
     """
     if method not in METHODS:
         raise ValueError(f"unknown threshold method {method!r}; one of {METHODS}")
+    min_positives = max(1, int(min_positives))
     y, p = _known(labels, probs)
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    out: dict[str, Any] = {"method": method, "target": value, "n": len(y), "positives": n_pos, "negatives": n_neg}
+    out: dict[str, Any] = {"method": method, "target": value, "n": len(y), "positives": n_pos, "negatives": n_neg,
+                           "min_positives": min_positives, "chosen_by": "validation", "fallback": None}
+    if prevalence is not None:
+        out["training_prevalence"] = float(prevalence)
     if method == "fixed":
         threshold = float(value)
-    elif n_pos == 0 or n_neg == 0:
-        threshold = float(default)
-        out["undefined"] = (f"{'no positive' if n_pos == 0 else 'no negative'} cases to choose a {method} "
-                            f"threshold on; {default} used")
+        out["chosen_by"] = "fixed"
+    elif n_pos < min_positives or n_neg < min_positives:
+        if n_pos == 0 or n_neg == 0:
+            out["undefined"] = f"{'no positive' if n_pos == 0 else 'no negative'} cases to choose a {method} " \
+                               "threshold on"
+        threshold, how = fallback_threshold(probs, prevalence, default)
+        out["chosen_by"] = "fallback"
+        out["fallback"] = (f"{n_pos} positive and {n_neg} negative validation cases (fewer than {min_positives}): "
+                           f"{method} not chosen on them; threshold = {how}")
     else:
         fpr, tpr, thr = roc_curve(y, p)
         fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (inf) point that decides nothing positive
@@ -204,13 +263,17 @@ def choose_threshold(labels, probs, method: str = "youden", value: float | None 
 
 
 def choose_thresholds(labels, probs, label_names: Sequence[str], spec: Any = "youden",
-                      default: float = 0.5) -> list[dict[str, Any]]:
+                      default: float = 0.5, min_positives: int = MIN_POSITIVES,
+                      prevalence: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """:func:`choose_threshold` for every label of ``(N, C)`` labels and probabilities (see
-    :func:`operating_point_specs` for ``spec``)."""
+    :func:`operating_point_specs` for ``spec``); ``prevalence`` holds one training prevalence per label."""
     y = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
     p = np.asarray(probs, dtype=np.float64).reshape(len(probs), -1)
     if y.shape != p.shape or y.shape[1] != len(label_names):
         raise ValueError(f"labels {y.shape}, probabilities {p.shape} and {len(label_names)} label names disagree")
+    if prevalence is not None and len(prevalence) != len(label_names):
+        raise ValueError(f"{len(prevalence)} training prevalences for {len(label_names)} labels")
     specs = operating_point_specs(spec, label_names)
-    return [{"label": n, **choose_threshold(y[:, c], p[:, c], m, v, default)}
+    return [{"label": n, **choose_threshold(y[:, c], p[:, c], m, v, default, min_positives,
+                                            None if prevalence is None else prevalence[c])}
             for c, (n, (m, v)) in enumerate(zip(label_names, specs))]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medclass.metrics import evaluate_predictions, group_values, to_json
+from medclass.metrics import MIN_POSITIVES, evaluate_predictions, group_values, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ __all__ = ["annotate_predictions", "build_report", "check_subgroups", "read_pred
 
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
+#: written into an evaluation folder by the external validation run (internal folder, data shift)
+EXTERNAL_FILE = "external.json"
+#: written under ``saliency/`` by the evaluation writer when saliency maps exist (border / text shares)
+SHORTCUTS_FILE = "shortcuts.json"
 
 
 def subgroup_specs(subgroups: Sequence[Any] | None) -> list[tuple[str, list[float] | None]]:
@@ -168,24 +172,45 @@ def _infer_task(labels: np.ndarray, probs: np.ndarray) -> str:
     return "multiclass" if one_hot and sums_to_one else "multilabel"
 
 
+#: per_label.csv columns: counts first, then every figure next to its interval
+PER_LABEL_COLUMNS = [
+    "label", "positives", "negatives", "unknown", "in_mean_auc", "auc", "auc_ci_lower", "auc_ci_upper",
+    "average_precision", "threshold", "threshold_chosen_by", "threshold_fallback",
+    "sensitivity", "sensitivity_ci_lower", "sensitivity_ci_upper", "specificity", "specificity_ci_lower",
+    "specificity_ci_upper", "ppv", "ppv_ci_lower", "ppv_ci_upper", "npv", "npv_ci_lower", "npv_ci_upper", "f1",
+    "accuracy", "ece", "brier", "calibration_intercept", "calibration_slope", "tp", "fp", "tn", "fn",
+    "not_estimable", "undefined"]
+
+
 def _per_label_csv(path: Path, metrics: dict) -> None:
-    cols = ["label", "positives", "negatives", "unknown", "auc", "auc_ci_lower", "auc_ci_upper",
-            "average_precision", "threshold", "sensitivity", "sensitivity_ci_lower", "sensitivity_ci_upper",
-            "specificity", "specificity_ci_lower", "specificity_ci_upper", "ppv", "npv", "f1", "accuracy", "ece",
-            "tp", "fp", "tn", "fn", "undefined"]
     rows = []
     for name, m in metrics["per_label"].items():
-        flat = {**m, "label": name,
-                "auc_ci_lower": m["auc_ci"][0], "auc_ci_upper": m["auc_ci"][1],
-                "sensitivity_ci_lower": m["sensitivity_ci"][0], "sensitivity_ci_upper": m["sensitivity_ci"][1],
-                "specificity_ci_lower": m["specificity_ci"][0], "specificity_ci_upper": m["specificity_ci"][1],
-                "undefined": "; ".join(f"{k}: {v}" for k, v in (m.get("undefined") or {}).items())}
+        flat = {**m, "label": name, "in_mean_auc": name in metrics.get("mean_auc_labels", []),
+                "undefined": "; ".join(f"{k}: {v}" for k, v in (m.get("undefined") or {}).items()),
+                "not_estimable": "; ".join(f"{k}: {v}" for k, v in (m.get("not_estimable") or {}).items())}
+        for key in ("auc", "sensitivity", "specificity", "ppv", "npv"):
+            ci = m.get(f"{key}_ci") or [None, None]
+            flat[f"{key}_ci_lower"], flat[f"{key}_ci_upper"] = ci[0], ci[1]
         row = []
-        for c in cols:
+        for c in PER_LABEL_COLUMNS:
             v = flat.get(c)
             row.append("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
         rows.append(row)
-    _write_rows(path, cols, rows)
+    _write_rows(path, PER_LABEL_COLUMNS, rows)
+
+
+def _threshold_provenance(metrics: dict, op: dict | None) -> None:
+    """Copy how each threshold was chosen (validation, fallback, fixed, stored) into the per-label figures and
+    list the fallbacks at the top level, so metrics.json and per_label.csv flag them."""
+    chosen = {c.get("label"): c for c in (op or {}).get("labels", [])}
+    fallbacks = {}
+    for name, m in metrics["per_label"].items():
+        c = chosen.get(name, {})
+        m["threshold_chosen_by"] = c.get("chosen_by") or (c.get("method") if c else "default 0.5")
+        m["threshold_fallback"] = c.get("fallback")
+        if c.get("fallback"):
+            fallbacks[name] = c["fallback"]
+    metrics["threshold_fallbacks"] = fallbacks
 
 
 def build_report(
@@ -197,6 +222,7 @@ def build_report(
     n_bins: int | None = None,
     saliency_max: int | None = None,
     html: bool = True,
+    min_positives: int | None = None,
 ) -> dict[str, Any]:
     """(Re)build the evaluation of a folder from its files.
 
@@ -204,7 +230,9 @@ def build_report(
     thresholds in an earlier ``metrics.json`` or 0.5 otherwise) and the settings of an earlier
     ``metrics.json``; writes ``metrics.json``, ``per_label.csv`` and, with ``html``, ``plots/*.png`` and
     ``report.html``. Arguments left ``None`` take the earlier settings (or the defaults: 1000 resamples, seed
-    0, 10 bins, 24 saliency images).
+    0, 10 bins, 24 saliency images, ``min_positives`` 10). With an ``external.json`` (written by the external
+    validation run) the report compares these results with the internal ones and summarises the data shift;
+    with ``saliency/shortcuts.json`` it shows where the saliency maps sit.
 
     Returns:
         The metrics dictionary (JSON-ready: undefined values are ``None``).
@@ -222,13 +250,15 @@ def build_report(
     if task not in ("multilabel", "binary", "multiclass"):
         raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
     settings.update({k: v for k, v in dict(task=task, n_bootstrap=n_bootstrap, seed=seed, n_bins=n_bins,
-                                            saliency_max=saliency_max).items() if v is not None})
+                                            saliency_max=saliency_max, min_positives=min_positives).items()
+                     if v is not None})
     if subgroups is not None:
         settings["subgroups"] = list(subgroups)
     settings.setdefault("n_bootstrap", 1000)
     settings.setdefault("seed", 0)
     settings.setdefault("n_bins", 10)
     settings.setdefault("saliency_max", 24)
+    settings.setdefault("min_positives", MIN_POSITIVES)
 
     thresholds = np.full(len(names), 0.5)
     source = "default 0.5"
@@ -247,14 +277,28 @@ def build_report(
     groups = {c: v for c, v in pred["groups"].items() if not wanted or c in wanted}
     metrics = evaluate_predictions(pred["labels"], pred["probs"], names, task, thresholds, patients=pred["patients"],
                                    groups=groups, n_bootstrap=int(settings["n_bootstrap"]),
-                                   seed=int(settings["seed"]), n_bins=int(settings["n_bins"]))
+                                   seed=int(settings["seed"]), n_bins=int(settings["n_bins"]),
+                                   min_positives=int(settings["min_positives"]))
+    _threshold_provenance(metrics, op)
     metrics["operating_points"] = op or {"operating_point": source}
     metrics["temperature"] = (op or {}).get("temperature", 1.0)
     metrics["settings"] = settings
+    external = _load_json(folder / EXTERNAL_FILE)
+    if external is not None:
+        from medclass.report.external import external_comparison
+
+        metrics["external"] = external_comparison(metrics, external, folder)
+    shortcuts = _load_json(folder / "saliency" / SHORTCUTS_FILE)
+    if shortcuts is not None:
+        metrics["shortcuts"] = shortcuts
     metrics = to_json(metrics)
     _atomic_json(folder / "metrics.json", metrics)
     _per_label_csv(folder / "per_label.csv", metrics)
-    logger.info("metrics written to %s (mean AUC %s)", folder / "metrics.json", metrics["mean_auc"])
+    logger.info("metrics written to %s (mean AUC %s over %d of %d labels)", folder / "metrics.json",
+                metrics["mean_auc"], len(metrics["mean_auc_labels"]), len(names))
+    if metrics["threshold_fallbacks"]:
+        logger.warning("thresholds not chosen on validation (too few cases) for %s",
+                       ", ".join(metrics["threshold_fallbacks"]))
     if html:
         from medclass.report.html import write_html
 

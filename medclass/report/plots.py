@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medclass.metrics import binary_stats, precision_recall_curve, roc_curve
+from medclass.metrics import binary_stats, precision_recall_curve, proportion_ci, roc_curve
 
 
 def _png(fig: Figure) -> bytes:
@@ -78,6 +78,41 @@ def reliability_figure(curves: dict[str, dict], title: str = "Reliability diagra
     ax.legend(fontsize=7, loc="upper left", ncol=1 if len(curves) < 8 else 2)
     ax_n.set(xlabel="predicted probability", ylabel="images")
     ax_n.grid(alpha=0.3)
+    return _png(fig)
+
+
+def reliability_grid(curves: dict[str, dict], title: str = "Reliability") -> bytes:
+    """One reliability panel per label: observed frequency (with a Wilson 95% interval) against the mean
+    predicted probability of each bin, the bin's image count written beside its point, and the ECE, so a point
+    resting on two images reads as such."""
+    names = list(curves)
+    cols = min(4, max(1, len(names)))
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(3.2 * cols, 3.1 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, name in zip(axes, names):
+        r = curves[name]
+        ax.plot([0, 1], [0, 1], ls=":", c="0.5", lw=1)
+        conf, freq, count = (np.asarray(r.get(k) or [], dtype=float) for k in ("confidence", "frequency", "count"))
+        if count.size:
+            lo, hi = [], []
+            for f, n in zip(freq, count):
+                ci = proportion_ci(int(round(f * n)), int(n))
+                lo.append(f - ci["lower"])
+                hi.append(ci["upper"] - f)
+            ax.errorbar(conf, freq, yerr=[lo, hi], fmt="o-", ms=4, lw=1.2, capsize=2, c="tab:blue")
+            for x, f, n in zip(conf, freq, count):
+                ax.annotate(f"{int(n)}", (x, f), textcoords="offset points", xytext=(4, 4), fontsize=7, c="0.3")
+        else:
+            ax.text(0.5, 0.5, "no known labels", ha="center", va="center", transform=ax.transAxes, c="tab:red")
+        ax.set(xlim=(0, 1), ylim=(-0.03, 1.03), title=f"{name} (ECE {_fmt(r.get('ece'))}, n {r.get('n', 0)})")
+        ax.title.set_fontsize(8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: observed frequency vs predicted probability (numbers: images per bin)", fontsize=9)
+    fig.tight_layout()
     return _png(fig)
 
 

@@ -204,12 +204,30 @@ def test_evaluate_writes_predictions_with_labels_and_metrics(bundle, trained):
     per_label = list(csv.DictReader(open(tmp / "eval" / "per_label.csv")))
     assert [r["label"] for r in per_label] == labels
 
-    # the thresholds were chosen (Youden) on the validation split, not the test split, and stored with the model
+    # the thresholds come from the validation split, not the test split, and are stored with the model; the tiny
+    # validation split has fewer than min_positives (10) positives per label, so Youden is not chosen on it: every
+    # label falls back to the validation-score quantile at its training prevalence, and every output says so
+    from medclass.data import label_matrix
+    from medclass.handlers.evaluation import stored_provenance
+
     val = read_predictions(tmp / "eval" / "validation_predictions.csv")
     assert set(val["ids"]) == {it["id"] for it in data.splits["validation"]}
-    expected = [c["threshold"] for c in choose_thresholds(val["labels"], val["probs"], labels, "youden")]
+    train = label_matrix(data.splits["training"])
+    prevalence = [float((train[:, k] == 1).sum() / (~np.isnan(train[:, k])).sum()) for k in range(len(labels))]
+    chosen = choose_thresholds(val["labels"], val["probs"], labels, "youden", min_positives=10, prevalence=prevalence)
+    assert all(c["positives"] < 10 and c["chosen_by"] == "fallback" for c in chosen)
+    expected = [c["threshold"] for c in chosen]
     stored = json.loads((tmp / "models" / "thresholds.json").read_text())
     assert [c["threshold"] for c in stored["labels"]] == pytest.approx(expected, abs=1e-6)
+    assert [c["chosen_by"] for c in stored["labels"]] == ["fallback"] * len(labels)
+    assert all("training prevalence" in c["fallback"] for c in stored["labels"])
+    assert stored["fallbacks"] == labels and stored["min_positives"] == 10
+    provenance = stored_provenance(tmp / "models" / "model.pt")  # the model file says it too
+    assert {n: p["chosen_by"] for n, p in provenance["labels"].items()} == dict.fromkeys(labels, "fallback")
+    assert sorted(metrics["threshold_fallbacks"]) == sorted(labels)
+    assert {r["threshold_chosen_by"] for r in per_label} == {"fallback"} and all(r["threshold_fallback"]
+                                                                                for r in per_label)
+    assert "threshold(s) not chosen on validation" in (tmp / "eval" / "report.html").read_text()
     assert json.loads((tmp / "eval" / "thresholds.json").read_text()) == stored
     state = torch.load(tmp / "models" / "model.pt", weights_only=True)
     assert state["thresholds"].tolist() == pytest.approx(expected, abs=1e-6)
@@ -228,13 +246,14 @@ def test_evaluate_with_temperature_and_target_sensitivity(bundle, trained, tmp_p
     model.write_bytes((tmp / "models" / "model.pt").read_bytes())
     out = tmp_path / "eval"
     workflow(bundle, "evaluate", tmp, model_path=str(model), output_dir=str(out), operating_point="sensitivity:0.9",
-             temperature_scaling=True, bootstrap_samples=50).run()
+             temperature_scaling=True, bootstrap_samples=50, min_positives=1).run()
     chosen = json.loads((tmp_path / "thresholds.json").read_text())
     state = torch.load(model, weights_only=True)
     assert chosen["temperature_scaling"] is True and chosen["temperature"] > 0
     assert state["temperature"].item() == pytest.approx(chosen["temperature"], rel=1e-6)
-    for c in chosen["labels"]:
+    for c in chosen["labels"]:  # min_positives 1: chosen on validation wherever it has a positive and a negative
         assert c["method"] == "sensitivity" and c["target"] == 0.9
+        assert c["chosen_by"] == ("validation" if c["positives"] and c["negatives"] else "fallback")
         assert c.get("undefined") or c["sensitivity"] >= 0.9
     # test probabilities are the temperature-scaled ones: the same as scaling the unscaled evaluation's logits
     scaled = read_predictions(out / "predictions.csv")
@@ -243,6 +262,112 @@ def test_evaluate_with_temperature_and_target_sensitivity(bundle, trained, tmp_p
     p = np.clip(plain["probs"], 1e-6, 1 - 1e-6)
     logits = np.log(p / (1 - p))
     assert scaled["probs"] == pytest.approx(probabilities(logits, "multilabel", chosen["temperature"]), abs=2e-3)
+
+
+def test_training_writes_its_split_and_the_split_file_reproduces_it(bundle, trained, tmp_path):
+    """models/split.csv is the split the run trained on; given as split_file it gives that split again, even
+    with another split seed (which, without the file, splits differently)."""
+    tmp, wf = trained
+    data = wf.parser.get_parsed_content("data")
+    rows = list(csv.DictReader(open(tmp / "models" / "split.csv")))
+    assert list(rows[0]) == ["id", "image", "patient_id", "split"]
+    used = {s: [it["id"] for it in items] for s, items in data.splits.items()}
+    assert {s: [r["id"] for r in rows if r["split"] == s] for s in used} == used
+    patients = {r["id"]: r["patient_id"] for r in rows}
+    assert all(patients[it["id"]] == str(it.get("patient_id") or "") for items in data.splits.values() for it in items)
+
+    other = workflow(bundle, "evaluate", tmp, split_seed=7).parser.get_parsed_content("data")
+    assert {s: [it["id"] for it in items] for s, items in other.splits.items()} != used  # the file matters
+    again = workflow(bundle, "evaluate", tmp, split_seed=7, split_file=str(tmp / "models" / "split.csv"))
+    assert {s: [it["id"] for it in items] for s, items in again.parser.get_parsed_content("data").splits.items()} \
+        == used
+    # the CLI writes the same file for a datalist without training
+    out = tmp_path / "split.csv"
+    res = subprocess.run([sys.executable, "-m", "medclass.cli", "split", str(tmp / "data" / "datalist.csv"),
+                          "--dataset-dir", str(tmp / "data"), "--labels", ",".join(LABELS[bundle.name]),
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.read_text() == (tmp / "models" / "split.csv").read_text()
+
+
+def test_external_validation_never_rechooses_thresholds(bundle, trained, tmp_path):
+    """External validation evaluates every image of a second datalist at the thresholds chosen on the internal
+    validation split: the model file and its thresholds.json stay byte for byte as they were, the external
+    folder's thresholds are the stored ones, and the report compares both evaluations and the data shift."""
+    import hashlib
+
+    tmp, _ = trained
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("model.pt", "split.csv"):
+        (models / f).write_bytes((tmp / "models" / f).read_bytes())
+    workflow(bundle, "evaluate", tmp, ckpt_dir=str(models), output_dir=str(tmp_path / "eval"),
+             bootstrap_samples=20).run()
+    before = {f: hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("model.pt", "thresholds.json")}
+    stored = json.loads((models / "thresholds.json").read_text())
+    # site B: the same kind of images with other labels (shuffled), so thresholds chosen on it would differ
+    rows = list(csv.DictReader(open(tmp / "data" / "datalist.csv")))[:30]
+    names = LABELS[bundle.name]
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(len(rows))
+    ext = tmp_path / "site_b.csv"
+    with open(ext, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "image", "patient_id", *names])
+        for r, k in zip(rows, shuffled):
+            w.writerow([r["id"], r["image"], r["patient_id"], *[rows[k][n] for n in names]])
+    from monai.bundle import ConfigWorkflow
+
+    args = {**TINY[bundle.name], "bundle_root": str(bundle), "dataset_dir": str(tmp / "data"),
+            "ckpt_dir": str(models), "log_dir": str(tmp_path / "runs"), "output_dir": str(tmp_path / "external"),
+            "internal_eval_dir": str(tmp_path / "eval"), "external_datalist": str(ext),
+            "external_dataset_dir": str(tmp / "data"), "bootstrap_samples": 20, "shift_max_images": 8}
+    wf = ConfigWorkflow(config_file=bt.config_files(bundle, "evaluate.yaml", "external.yaml"),
+                        meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference", **args)
+    wf.initialize()
+    wf.run()
+    assert before == {f: hashlib.sha256((models / f).read_bytes()).hexdigest() for f in ("model.pt", "thresholds.json")}
+    out = tmp_path / "external"
+    carried = json.loads((out / "thresholds.json").read_text())
+    assert [c["threshold"] for c in carried["labels"]] == [c["threshold"] for c in stored["labels"]]
+    assert not (out / "validation_predictions.csv").exists()  # nothing ran on a validation split
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 30 and metrics["thresholds"] == {c["label"]: c["threshold"] for c in stored["labels"]}
+    pred = list(csv.DictReader(open(out / "predictions.csv")))
+    for r in pred:
+        for c in stored["labels"]:
+            p = float(r[f"prob_{c['label']}"])
+            if abs(p - c["threshold"]) > 1e-5:
+                assert int(r[f"pred_{c['label']}"]) == int(p >= c["threshold"])
+    ex = metrics["external"]
+    assert ex["internal_found"] and ex["thresholds_same"] is True and list(ex["per_label"]) == names
+    assert all(r["internal"]["positives"] is not None for r in ex["per_label"].values())
+    shift = ex["shift"]
+    assert shift["training"]["images"] == 8 and shift["external"]["images"] == 8
+    assert set(shift["prevalence"]) == set(names)
+    assert shift["prevalence"][names[0]]["external"]["known"] == 30
+    page = (out / "report.html").read_text()
+    assert "External validation" in page and "Data shift against training" in page
+    # it refuses to write over the internal evaluation, before writing anything
+    internal = sorted(p.name for p in (tmp_path / "eval").iterdir())
+    wf = ConfigWorkflow(config_file=bt.config_files(bundle, "evaluate.yaml", "external.yaml"),
+                        meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
+                        **{**args, "output_dir": str(tmp_path / "eval")})
+    wf.initialize()
+    with pytest.raises(Exception) as err:
+        wf.run()
+    assert "would overwrite the internal evaluation" in error_chain(err.value)
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == internal
+    assert "External validation" not in (tmp_path / "eval" / "report.html").read_text()
+    # without thresholds chosen first, external validation refuses to run
+    (models / "thresholds.json").unlink()
+    wf = ConfigWorkflow(config_file=bt.config_files(bundle, "evaluate.yaml", "external.yaml"),
+                        meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
+                        **{**args, "output_dir": str(tmp_path / "external2")})
+    wf.initialize()
+    with pytest.raises(Exception) as err:
+        wf.run()
+    assert "run the evaluate workflow before external validation" in error_chain(err.value)
 
 
 def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):

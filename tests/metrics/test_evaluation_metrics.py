@@ -97,7 +97,7 @@ def test_per_label_metrics_on_nih_exclude_nan_and_mark_rare_labels_undefined(nih
     y[::7, 0] = np.nan  # unknown labels: excluded for this label only
     sub = slice(0, 120)  # a small split: some findings have no positive there
     ys, ps = y[sub], p[sub]
-    res = evaluate_predictions(ys, ps, names, thresholds=0.5, n_bootstrap=0)
+    res = evaluate_predictions(ys, ps, names, thresholds=0.5, n_bootstrap=0, min_positives=4)
     undefined = [n for k, n in enumerate(names) if (ys[:, k] == 1).sum() == 0]
     assert undefined, "the subset should hold a finding without positives"
     out = to_json(res)
@@ -127,8 +127,14 @@ def test_per_label_metrics_on_nih_exclude_nan_and_mark_rare_labels_undefined(nih
         assert m["f1"] == pytest.approx(skm.f1_score(yk, d))
         assert m["accuracy"] == pytest.approx(skm.accuracy_score(yk, d))
     defined = [out["per_label"][n]["auc"] for n in names if n not in undefined]
-    assert out["mean_auc"] == pytest.approx(np.mean(defined))
-    assert out["macro"]["auc"] == pytest.approx(np.mean(defined))
+    assert out["mean_auc_all_defined"] == pytest.approx(np.mean(defined))
+    # the headline mean averages only the labels with >= min_positives (4) positives and negatives
+    enough = [n for k, n in enumerate(names) if min(np.nansum(ys[:, k] == 1), np.nansum(ys[:, k] == 0)) >= 4]
+    assert 0 < len(enough) < len(names) - len(undefined)
+    assert out["mean_auc_labels"] == enough
+    assert out["mean_auc"] == pytest.approx(np.mean([out["per_label"][n]["auc"] for n in enough]))
+    assert out["macro"]["auc"] == pytest.approx(out["mean_auc"])
+    assert sorted(out["mean_auc_excluded"]) == sorted(set(names) - set(enough))
 
 
 def test_binary_stats_hand_computed():

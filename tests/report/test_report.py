@@ -85,6 +85,18 @@ def test_report_is_self_contained_and_embeds_the_saliency_gallery(real_data, tmp
     per_label = list(csv.DictReader(open(folder / "per_label.csv")))
     assert [r["label"] for r in per_label] == NAMES and per_label[3]["auc"] == ""
     assert "auc: no positive cases" in per_label[3]["undefined"]
+    # "not estimable" with the reason, in every output; counts first in the table; no zero-width interval
+    assert hernia["not_estimable"]["auc"] == "no positive test cases" and hernia["auc_ci"] == [None, None]
+    assert "not estimable: no positive test cases" in page
+    assert list(per_label[0])[:4] == ["label", "positives", "negatives", "unknown"]
+    assert "auc: no positive test cases" in per_label[3]["not_estimable"] and per_label[3]["in_mean_auc"] == "False"
+    for r in per_label:
+        for key in ("auc", "sensitivity", "specificity", "ppv", "npv"):
+            lo, hi = r[f"{key}_ci_lower"], r[f"{key}_ci_upper"]
+            assert (lo == hi == "") or float(hi) > float(lo), (r["label"], key, lo, hi)
+    # the headline names what it averages and what it leaves out
+    assert metrics["mean_auc_labels"] == [n for n in NAMES if metrics["per_label"][n]["estimable"]]
+    assert "Hernia" in metrics["mean_auc_excluded"] and "labels left out of the mean" in page
 
 
 def test_predictions_carry_no_patient_identifier(real_data, tmp_path):
