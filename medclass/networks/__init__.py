@@ -7,7 +7,7 @@ Every model is a :class:`Classifier` returning plain logits ``(B, num_classes)``
 
 Pretrained starts (:func:`load_pretrained`, ``pretrained=`` of :func:`build_classifier`): named files of
 :data:`WEIGHTS` (torchvision / timm ImageNet, TorchXRayVision chest X-ray, MedicalNet 3D; :func:`fetch`) or files
-recognised from their keys (:mod:`medclass.networks.sources`).
+recognised from their keys (:mod:`medclass.networks.sources`); fine-tuning controls in :mod:`medclass.networks.finetune`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from medclass.networks.factory import (
     normalize_image_size,
 )
 from medclass.networks.checkpoint import read_safetensors
+from medclass.networks.finetune import Unfreeze, freeze, param_groups, stages, unfreeze
 from medclass.networks.hub import WEIGHTS, WeightFile, cache_dir, fetch
 from medclass.networks.inflate import INFLATE_MODES, inflate_2d_to_3d
 from medclass.networks.pretrained import (
@@ -49,6 +50,7 @@ __all__ = [
     "LoadReport",
     "Preprocessing",
     "PretrainedReport",
+    "Unfreeze",
     "WEIGHTS",
     "WeightFile",
     "ResNetClassifier",
@@ -62,12 +64,16 @@ __all__ = [
     "convert_to_acs",
     "detect_layout",
     "fetch",
+    "freeze",
     "inflate_2d_to_3d",
     "inspect_pretrained",
     "load_pretrained",
     "load_weights",
     "map_to_monai",
     "normalize_image_size",
+    "param_groups",
     "read_safetensors",
     "read_state_dict",
+    "stages",
+    "unfreeze",
 ]

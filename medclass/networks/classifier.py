@@ -115,6 +115,8 @@ class Classifier(nn.Module):
         pretrained: ``None``, or what a pretrained start recorded (:func:`medclass.networks.load_pretrained`): the
             source name and file, its layout and the preprocessing the weights expect (``preprocessing``, see
             :class:`medclass.networks.Preprocessing`). Saved in the metadata, so evaluation and inference read it.
+        frozen_norms: dotted names of normalisation layers kept in eval mode (frozen statistics) by :meth:`train`,
+            set by :func:`medclass.networks.freeze`.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class Classifier(nn.Module):
         self.grid = None
         self.num_prefix_tokens = 0
         self.pretrained: dict[str, Any] | None = None
+        self.frozen_norms: list[str] = []
         self.label_names = _check_label_names(label_names, self.num_classes)
         self.register_buffer("thresholds", _check_thresholds(thresholds, self.num_classes))
         # temperature scaling (fitted on validation data by the evaluate workflow): probabilities are the
@@ -184,6 +187,14 @@ class Classifier(nn.Module):
             Logits ``(B, num_classes)`` (no activation).
         """
         return self.forward_head(self.forward_features(x))
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Set training mode; normalisation layers in :attr:`frozen_norms` stay in eval mode (their running
+        statistics are part of the frozen backbone)."""
+        super().train(mode)
+        for name in self.frozen_norms:
+            self.get_submodule(name).train(False)
+        return self
 
     # ------------------------------------------------------------------ helpers
     def get_target_layer(self) -> nn.Module:

@@ -354,6 +354,7 @@ def build_classifier(
     dropout: float = 0.0,
     pretrained: str | os.PathLike | None = None,
     skip_head: bool = False,
+    freeze: str = "none",
     label_names: Sequence[str] | None = None,
     thresholds: float | Sequence[float] | None = None,
     conv: str = "standard",
@@ -385,6 +386,8 @@ def build_classifier(
             architecture arguments it needs (``None`` width and ``"auto"`` stem / patch size take them, explicit
             contradicting values are errors) and folds its preprocessing into the first layer.
         skip_head: with ``pretrained``, do not load the head (and thresholds, label names): start a new label set.
+        freeze: ``"none"``, ``"backbone"`` (train the head only) or ``"stages:N"`` (the first N stages frozen, see
+            :func:`medclass.networks.freeze`); frozen BatchNorm layers keep their statistics.
         label_names: one name per class (default ``class_0 ..``).
         thresholds: decision thresholds on probabilities, a float or one per class (default 0.5).
         conv: ``"standard"`` or, for 3D densenet*/resnet*, ``"acs"``: every 3D convolution with a kernel > 1 becomes
@@ -437,6 +440,10 @@ def build_classifier(
         raise TypeError(f"dilate_last_stage must be True, False or 'auto', got {dilate_last_stage!r}")
     if dilate_last_stage is True and arch.startswith("vit"):
         raise ValueError("dilate_last_stage applies to CNNs (densenet*/resnet*), not to arch='vit'")
+    if freeze not in (None, "none", ""):
+        from medclass.networks.finetune import parse_freeze
+
+        parse_freeze(freeze)
     arch_kwargs = dict(arch_kwargs)
     spec = None
     if pretrained is not None and str(pretrained) != "":
@@ -557,4 +564,10 @@ def build_classifier(
             logger.warning("build_classifier: skip_head=True has no effect without pretrained")
         if inflate is not None:
             logger.warning("build_classifier: inflate=%r has no effect without pretrained", inflate)
+    if freeze not in (None, "none", ""):
+        from medclass.networks.finetune import freeze as _freeze
+
+        if spec is None:
+            logger.warning("build_classifier: freeze=%r freezes randomly initialised weights (no pretrained)", freeze)
+        _freeze(model, freeze)
     return model
