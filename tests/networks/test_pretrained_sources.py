@@ -256,3 +256,37 @@ def test_medclass_checkpoint_keeps_working_and_carries_the_record(xrv_file, tmp_
     load_weights(plain, saved)
     assert plain.pretrained["preprocessing"]["value_range"] == [-1024.0, 1024.0]
     assert plain.pretrained["source"].startswith("nih-pc-chex")
+
+
+def _zeros_like_layout(module_fn):
+    """A full-size published state dict of zeros (shapes from a reference built on the meta device)."""
+    with torch.device("meta"):
+        ref = module_fn()
+    return {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in ref.state_dict().items()}
+
+
+@pytest.mark.parametrize("source", ["timm_vit_b16", "torchvision_vit_b16", "medicalnet_resnet34", "medicalnet_resnet50"])
+def test_full_size_sources_cover_every_key(tmp_path, source):
+    """ViT-B/16 at 224 px and MedicalNet's 3D ResNet-34/50: every model key is loaded, re-initialised (head) or
+    derived, and no source key is left over (the mapping is checked on full-size shapes, values are zeros)."""
+    if source.endswith("vit_b16"):
+        state = _zeros_like_layout(lambda: TimmViT(img=224, patch=16, d=768, depth=12, heads=12, mlp=3072))
+        if source.startswith("torchvision"):
+            state = torchvision_vit_state(state)
+        args = ("vit_base", 2, 1, 2, 224)
+    else:
+        block, layers = (BasicBlock, [3, 4, 6, 3]) if source.endswith("34") else (Bottleneck, [3, 4, 6, 3])
+        state = _zeros_like_layout(lambda: RefResNet(block, layers, in_ch=1, dims=3, fc=False,
+                                                     shortcut_a=source.endswith("34")))
+        state = {"state_dict": {f"module.{k}": v for k, v in state.items()}}
+        args = (source.rsplit("_", 1)[1], 3, 1, 2)
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    model = build_classifier(*args, pretrained=path)
+    record = model.pretrained
+    own = set(model.state_dict())
+    report = load_pretrained(build_classifier(*args), path)
+    covered = set(report.loaded) | set(report.reinitialised) | set(report.derived)
+    backbone = {k for k in own if k.startswith("backbone.")}
+    assert backbone - covered == set() and not report.ignored
+    assert record["layout"] == ("medicalnet_resnet" if source.startswith("medicalnet") else source[:-4])
