@@ -7,7 +7,8 @@ Every model is a :class:`Classifier` returning plain logits ``(B, num_classes)``
 
 Pretrained starts (:func:`load_pretrained`, ``pretrained=`` of :func:`build_classifier`): named files of
 :data:`WEIGHTS` (torchvision / timm ImageNet, TorchXRayVision chest X-ray, MedicalNet 3D; :func:`fetch`) or files
-recognised from their keys (:mod:`medclass.networks.sources`); fine-tuning controls in :mod:`medclass.networks.finetune`.
+recognised from their keys (:mod:`medclass.networks.sources`); fine-tuning controls in
+:mod:`medclass.networks.finetune`.
 """
 
 from __future__ import annotations

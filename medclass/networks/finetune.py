@@ -39,7 +39,8 @@ def stages(model: nn.Module) -> list[tuple[str, list[str]]]:
         out = [("stem", ["backbone.conv1.", "backbone.bn1."])]
         return out + [(f"layer{i}", [f"backbone.layer{i}."]) for i in range(1, 5)]
     if arch.startswith("densenet"):
-        blocks = sorted({int(m.group(1)) for n in names if (m := re.match(r"backbone\.features\.denseblock(\d+)\.", n))})
+        pattern = r"backbone\.features\.denseblock(\d+)\."
+        blocks = sorted({int(m.group(1)) for n in names if (m := re.match(pattern, n))})
         out = [("stem", ["backbone.features.conv0.", "backbone.features.norm0."])]
         for b in blocks:
             prefixes = [f"backbone.features.denseblock{b}.", f"backbone.features.transition{b}."]

@@ -136,7 +136,8 @@ _ENTRIES = [
         "5fd7f7ace36101dfbe4a3304932630dd3965a816", "model.pt",
         "a9148ef62ae4e7a31a9bed8cef22811f39681cd61e4390398936efc6280af521", 28381804, "xrv_densenet",
         "TorchXRayVision DenseNet-121, PadChest", XRV,
-        _xrv_labels(*(n for n in XRV_LABELS if n not in ("Lung Lesion", "Lung Opacity", "Enlarged Cardiomediastinum")))),
+        _xrv_labels(*(n for n in XRV_LABELS if n not in ("Lung Lesion", "Lung Opacity",
+                                                           "Enlarged Cardiomediastinum")))),
     _hf("xrv:densenet121-res224-rsna", "torchxrayvision/densenet121-res224-rsna",
         "99f966ef7574e9884af632cc68906455f802d407", "model.pt",
         "906a59f48cf09638b745d66848a6c6f9d741368c66244717a81207329d140268", 28381974, "xrv_densenet",
@@ -251,7 +252,8 @@ def fetch(name: str, *, allow_download: bool = True) -> Path:
         except ValueError as e:
             raise ValueError(f"{e}: delete it to download it again (or replace it with the right file)") from e
         if not entry.sha256 and not entry.sha256_prefix:
-            logger.warning("%s: using %s, placed by hand (no published checksum; its SHA-256 is %s)", name, path, digest)
+            logger.warning("%s: using %s, placed by hand (no published checksum; its SHA-256 is %s)", name, path,
+                           digest)
         return path
     where = (f"download {entry.url} elsewhere and put it at {path} (or set {CACHE_ENV} to a folder holding "
              f"{entry.filename})")

@@ -109,10 +109,11 @@ def _resnet_layout(state: Mapping[str, torch.Tensor], keys: set[str]) -> SourceL
     dims = conv1.dim() - 2
     has_fc = "fc.weight" in keys
     shortcut_a = not any(".downsample." in k for k in keys)
-    if dims == 3 and not has_fc:
+    if any(k.endswith("downsample.0.bias") for k in keys) or conv1.shape[-1] != 7:
+        # MONAI's ResNet default (bias_downsample=True) or one of medclass's 3x3 stems: medclass's own backbone
+        name = "monai"
+    elif dims == 3 and not has_fc:
         name = "medicalnet_resnet"
-    elif any(k.endswith("downsample.0.bias") for k in keys):
-        name = "monai"  # MONAI's ResNet default (bias_downsample=True): medclass's own plain backbone
     else:
         name = "torchvision_resnet"
     lay = SourceLayout(
@@ -154,20 +155,24 @@ def _vit_layout(state: Mapping[str, torch.Tensor], keys: set[str], name: str) ->
         qkv = "blocks.0.attn.qkv.weight"
     else:
         proj, pos = state["conv_proj.weight"], state["encoder.pos_embedding"]
-        prefix, qkv = r"^encoder\.layers\.encoder_layer_(\d+)\.", "encoder.layers.encoder_layer_0.self_attention.in_proj_weight"
+        prefix = r"^encoder\.layers\.encoder_layer_(\d+)\."
+        qkv = "encoder.layers.encoder_layer_0.self_attention.in_proj_weight"
     hidden, patch = int(proj.shape[0]), tuple(int(s) for s in proj.shape[2:])
     depth = _count(keys, prefix)
-    mlp_key = next(k for k in keys if re.match(prefix.replace(r"(\d+)", "0") + r"mlp\.(fc1|0|linear_1)\.weight$", k))
+    mlp_rx = re.compile(prefix.replace(r"(\d+)", "0") + r"mlp\.(fc1|0|linear_1)\.weight$")
+    mlp = next((int(state[k].shape[0]) for k in keys if mlp_rx.match(k)), 0)
     grid = int(round((pos.shape[1] - 1) ** 0.5))
     heads = {384: 6, 768: 12, 192: 3, 1024: 16}.get(hidden, 0)
     lay = SourceLayout(
-        name, "vit", _VITS.get((hidden, heads), "") if depth == 12 else "", len(patch), int(proj.shape[1]),
+        name, "vit", _VITS.get((hidden, heads), "") if depth == 12 and mlp == 4 * hidden else "", len(patch),
+        int(proj.shape[1]),
         int(state["head.weight" if name == "timm_vit" else "heads.head.weight"].shape[0])
         if ("head.weight" in keys or "heads.head.weight" in keys) else 0,
         first_conv="patch_embedding.patch_embeddings", head="classification_head",
     )
-    lay.fixed = {"patch_size": list(patch), "hidden_size": hidden, "mlp_dim": int(state[mlp_key].shape[0]),
-                 "num_layers": depth, "num_heads": heads, "grid": [grid, grid], "qkv_bias": qkv.replace("weight", "bias") in keys}
+    lay.fixed = {"patch_size": list(patch), "hidden_size": hidden, "mlp_dim": mlp,
+                 "num_layers": depth, "num_heads": heads, "grid": [grid, grid],
+                 "qkv_bias": qkv.replace("weight", "bias") in keys}
     return lay
 
 

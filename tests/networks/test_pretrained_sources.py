@@ -105,7 +105,8 @@ def test_grey_images_into_rgb_weights_are_folded_exactly(tv_resnet18, tmp_path):
     assert pre["folded"] and pre["channels"] == "sum" and pre["mean"] == [0.485, 0.456, 0.406]
     x = torch.randn(2, 1, 64, 64)  # medclass preset output: (x01 - 0.5) / 0.25
     x01 = 0.5 + 0.25 * x
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x_src = (x01.expand(-1, 3, -1, -1) - mean) / std
     with torch.no_grad():
         ours = model.backbone.bn1(model.backbone.conv1(x))
@@ -136,7 +137,9 @@ def xrv_file(tmp_path):
         ref = randomise(mod.DenseNet(in_channels=1, num_classes=18))
         ref.pathologies = list(XRV_LABELS)
         ref.op_threshs = None
-        path = tmp_path / "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
+        # the name of TorchXRayVision's released densenet121-res224-all file
+        path = tmp_path / ("nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15"
+                           "-seed0-best.pt")
         torch.save(ref, path)
         legacy = tmp_path / "legacy.pt"
         torch.save(ref, legacy, _use_new_zipfile_serialization=False)
@@ -265,7 +268,9 @@ def _zeros_like_layout(module_fn):
     return {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in ref.state_dict().items()}
 
 
-@pytest.mark.parametrize("source", ["timm_vit_b16", "torchvision_vit_b16", "medicalnet_resnet34", "medicalnet_resnet50"])
+@pytest.mark.parametrize(
+    "source", ["timm_vit_b16", "torchvision_vit_b16", "medicalnet_resnet34", "medicalnet_resnet50"]
+)
 def test_full_size_sources_cover_every_key(tmp_path, source):
     """ViT-B/16 at 224 px and MedicalNet's 3D ResNet-34/50: every model key is loaded, re-initialised (head) or
     derived, and no source key is left over (the mapping is checked on full-size shapes, values are zeros)."""
