@@ -40,7 +40,7 @@ _MAX_LISTED = 10
 
 # modules whose pickled classes may be read back as inert records (whole pickled models); anything else is refused
 _PICKLED_MODULE_PREFIXES = ("torch.nn.modules.", "torch.nn.backends.", "torchxrayvision.", "torchvision.models.",
-                            "timm.models.", "monai.networks.", "__main__.")
+                            "timm.models.", "monai.networks.", "numpy.", "__main__.")
 
 
 class PickledObject:

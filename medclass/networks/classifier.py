@@ -113,8 +113,9 @@ class Classifier(nn.Module):
         grid: ViT patches per spatial dim (``None`` for CNNs).
         num_prefix_tokens: ViT tokens before the patch tokens (1, the class token; 0 for CNNs).
         pretrained: ``None``, or what a pretrained start recorded (:func:`medclass.networks.load_pretrained`): the
-            source name and file, its layout and the preprocessing the weights expect (``preprocessing``, see
-            :class:`medclass.networks.Preprocessing`). Saved in the metadata, so evaluation and inference read it.
+            source name, file name and SHA-256, its layout and the preprocessing the weights expect
+            (``preprocessing``, see :class:`medclass.networks.Preprocessing`). Saved in the metadata, so evaluation
+            and inference read it.
         frozen_norms: dotted names of normalisation layers kept in eval mode (frozen statistics) by :meth:`train`,
             set by :func:`medclass.networks.freeze`.
     """

@@ -467,7 +467,7 @@ def load_pretrained(
     report.reinitialised = {f"backbone.{k}": r for k, r in report.reinitialised.items()}
     report.derived = {f"backbone.{k}": r for k, r in report.derived.items()}
     model.pretrained = {
-        "source": spec.name or spec.path.name, "file": str(spec.path), "sha256": sha256_of(spec.path),
+        "source": spec.name or spec.path.name, "file": spec.path.name, "sha256": sha256_of(spec.path),
         "layout": lay.name, "preprocessing": report.preprocessing.to_dict(), "label_rows": dict(report.label_rows),
     }
     if spec.preprocessing.get("intensity"):
