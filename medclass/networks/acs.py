@@ -212,7 +212,7 @@ def convert_to_acs(model: nn.Module) -> nn.Module:
             raise ValueError(
                 f"ACS convolutions are for 3D models; this {model.arch} has spatial_dims={model.spatial_dims}"
             )
-        if model.arch == "vit":
+        if model.arch.startswith("vit"):
             raise ValueError("ACS convolutions apply to CNNs (densenet*/resnet*), not to arch='vit'")
     targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv3d) and max(m.kernel_size) > 1]
     for name, conv in targets:

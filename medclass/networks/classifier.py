@@ -112,6 +112,12 @@ class Classifier(nn.Module):
         patch_size: ViT patch size per spatial dim (``None`` for CNNs).
         grid: ViT patches per spatial dim (``None`` for CNNs).
         num_prefix_tokens: ViT tokens before the patch tokens (1, the class token; 0 for CNNs).
+        pretrained: ``None``, or what a pretrained start recorded (:func:`medclass.networks.load_pretrained`): the
+            source name, file name and SHA-256, its layout and the preprocessing the weights expect
+            (``preprocessing``, see :class:`medclass.networks.Preprocessing`). Saved in the metadata, so evaluation
+            and inference read it.
+        frozen_norms: dotted names of normalisation layers kept in eval mode (frozen statistics) by :meth:`train`,
+            set by :func:`medclass.networks.freeze`.
     """
 
     def __init__(
@@ -155,6 +161,8 @@ class Classifier(nn.Module):
         self.patch_size = None
         self.grid = None
         self.num_prefix_tokens = 0
+        self.pretrained: dict[str, Any] | None = None
+        self.frozen_norms: list[str] = []
         self.label_names = _check_label_names(label_names, self.num_classes)
         self.register_buffer("thresholds", _check_thresholds(thresholds, self.num_classes))
         # temperature scaling (fitted on validation data by the evaluate workflow): probabilities are the
@@ -180,6 +188,14 @@ class Classifier(nn.Module):
             Logits ``(B, num_classes)`` (no activation).
         """
         return self.forward_head(self.forward_features(x))
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Set training mode; normalisation layers in :attr:`frozen_norms` stay in eval mode (their running
+        statistics are part of the frozen backbone)."""
+        super().train(mode)
+        for name in self.frozen_norms:
+            self.get_submodule(name).train(False)
+        return self
 
     # ------------------------------------------------------------------ helpers
     def get_target_layer(self) -> nn.Module:
@@ -285,6 +301,8 @@ class Classifier(nn.Module):
                     f"checkpoint label_names has {len(names)} entries but this model has num_classes={self.num_classes}"
                 )
             self.label_names = _check_label_names(names, self.num_classes)
+        if isinstance(meta.get("pretrained"), dict):
+            self.pretrained = meta["pretrained"]
 
     @staticmethod
     def decode_extra_state(state: Any) -> dict[str, Any]:
@@ -309,6 +327,7 @@ class Classifier(nn.Module):
             "conv": self.conv,
             "dilate_last_stage": self.dilate_last_stage,
             "patch_size": list(self.patch_size) if self.patch_size is not None else None,
+            "pretrained": self.pretrained,
         }
 
     def extra_repr(self) -> str:

@@ -34,14 +34,18 @@ ARCHS: tuple[str, ...] = (
     "densenet121",
     "densenet169",
     "densenet201",
+    "resnet10",
     "resnet18",
     "resnet34",
     "resnet50",
     "resnet101",
     "resnet152",
     "vit",
+    "vit_small",
+    "vit_base",
 )
-"""Architectures accepted by :func:`build_classifier`."""
+"""Architectures accepted by :func:`build_classifier` (``vit_small`` / ``vit_base``: ViT-S/B, 12 blocks, qkv bias and
+LayerNorm eps 1e-6 as timm and torchvision build them, for their pretrained weights)."""
 
 STEMS: tuple[str, ...] = ("auto", "small", "medium", "standard")
 """Stem choices; see :func:`choose_stem`."""
@@ -54,6 +58,7 @@ CONVS: tuple[str, ...] = ("standard", "acs")
 
 _DENSENETS = {"densenet121": DenseNet121, "densenet169": DenseNet169, "densenet201": DenseNet201}
 _RESNETS: dict[str, tuple[type[nn.Module], list[int]]] = {
+    "resnet10": (ResNetBlock, [1, 1, 1, 1]),  # MedicalNet's
     "resnet18": (ResNetBlock, [2, 2, 2, 2]),
     "resnet34": (ResNetBlock, [3, 4, 6, 3]),
     "resnet50": (ResNetBottleneck, [3, 4, 6, 3]),
@@ -66,6 +71,12 @@ MIN_CAM_GRID = 4
 # (small, medium) upper bounds of the min spatial side for stem="auto"
 _AUTO_STEM_BOUNDS = {2: (48, 128), 3: (16, 64)}
 _VIT_DEFAULTS: dict[str, Any] = {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 8, "num_heads": 6}
+_VIT_ARCHS: dict[str, dict[str, Any]] = {
+    "vit": _VIT_DEFAULTS,
+    "vit_small": {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 12, "num_heads": 6, "qkv_bias": True},
+    "vit_base": {"hidden_size": 768, "mlp_dim": 3072, "num_layers": 12, "num_heads": 12, "qkv_bias": True},
+}
+_VIT_LN_EPS = {"vit_small": 1e-6, "vit_base": 1e-6}  # timm / torchvision ViT LayerNorms (MONAI's default is 1e-5)
 _VIT_GRID_RANGE = (7, 16)  # preferred patches per side
 _VIT_MAX_AUTO_PATCH = 16
 
@@ -238,14 +249,14 @@ def _check_conv_inflate(arch: str, spatial_dims: int, conv: Any, inflate: Any) -
 
     if conv not in CONVS:
         raise ValueError(f"unknown conv {conv!r}: expected one of {CONVS}")
-    if conv == "acs" and (spatial_dims != 3 or arch == "vit"):
+    if conv == "acs" and (spatial_dims != 3 or arch.startswith("vit")):
         raise ValueError(
             f"conv='acs' is for 3D densenet*/resnet* models, got arch={arch!r} with spatial_dims={spatial_dims}"
         )
     if inflate is None:
         return
     check_inflate_mode(inflate)
-    if spatial_dims != 3 or arch == "vit":
+    if spatial_dims != 3 or arch.startswith("vit"):
         raise ValueError(
             f"inflate={inflate!r} starts a 3D densenet*/resnet* from a 2D checkpoint; got arch={arch!r} with "
             f"spatial_dims={spatial_dims}"
@@ -343,6 +354,7 @@ def build_classifier(
     dropout: float = 0.0,
     pretrained: str | os.PathLike | None = None,
     skip_head: bool = False,
+    freeze: str = "none",
     label_names: Sequence[str] | None = None,
     thresholds: float | Sequence[float] | None = None,
     conv: str = "standard",
@@ -366,9 +378,16 @@ def build_classifier(
         width: base width: ResNet stage widths are ``[w, 2w, 4w, 8w]`` (default 64, MONAI's), DenseNet
             ``init_features`` (default 64). Not for ``vit`` (use ``hidden_size``).
         dropout: dropout rate on the pooled features before the head.
-        pretrained: checkpoint path loaded with :func:`medclass.networks.load_weights` (whole classifier or a
-            plain MONAI backbone ``state_dict``); ``None`` or ``""`` for random initialisation.
+        pretrained: where the weights start from (``None`` or ``""``: random initialisation): a name of
+            :data:`medclass.networks.WEIGHTS` (``"torchvision:resnet18"``, ``"xrv:densenet121-res224-all"``,
+            ``"medicalnet:resnet18"`` ...; downloaded once, checksum verified) or a file: a medclass checkpoint, a
+            plain MONAI network state, or torchvision / timm / TorchXRayVision / MedicalNet weights recognised from
+            their keys. Loaded by :func:`medclass.networks.load_pretrained`; a published source fixes the
+            architecture arguments it needs (``None`` width and ``"auto"`` stem / patch size take them, explicit
+            contradicting values are errors) and folds its preprocessing into the first layer.
         skip_head: with ``pretrained``, do not load the head (and thresholds, label names): start a new label set.
+        freeze: ``"none"``, ``"backbone"`` (train the head only) or ``"stages:N"`` (the first N stages frozen, see
+            :func:`medclass.networks.freeze`); frozen BatchNorm layers keep their statistics.
         label_names: one name per class (default ``class_0 ..``).
         thresholds: decision thresholds on probabilities, a float or one per class (default 0.5).
         conv: ``"standard"`` or, for 3D densenet*/resnet*, ``"acs"``: every 3D convolution with a kernel > 1 becomes
@@ -419,9 +438,22 @@ def build_classifier(
     _check_conv_inflate(arch, spatial_dims, conv, inflate)
     if not isinstance(dilate_last_stage, bool) and dilate_last_stage != "auto":
         raise TypeError(f"dilate_last_stage must be True, False or 'auto', got {dilate_last_stage!r}")
-    if dilate_last_stage is True and arch == "vit":
+    if dilate_last_stage is True and arch.startswith("vit"):
         raise ValueError("dilate_last_stage applies to CNNs (densenet*/resnet*), not to arch='vit'")
+    if freeze not in (None, "none", ""):
+        from medclass.networks.finetune import parse_freeze
+
+        parse_freeze(freeze)
     arch_kwargs = dict(arch_kwargs)
+    spec = None
+    if pretrained is not None and str(pretrained) != "":
+        from medclass.networks.pretrained import architecture_args, inspect_pretrained
+
+        spec = inspect_pretrained(pretrained)
+        width, stem, arch_kwargs = architecture_args(
+            spec, arch=arch, spatial_dims=spatial_dims, width=width, stem=stem, image_size=size, inflate=inflate,
+            arch_kwargs=arch_kwargs,
+        )
     common = dict(
         arch=arch,
         spatial_dims=spatial_dims,
@@ -434,7 +466,7 @@ def build_classifier(
     )
 
     model: Classifier
-    if arch == "vit":
+    if arch.startswith("vit"):
         _check_reserved("vit", arch_kwargs)
         if size is None:
             raise ValueError("image_size is required for arch='vit' (it fixes the patch grid)")
@@ -456,7 +488,7 @@ def build_classifier(
                     f"image_size {size} is not divisible by patch_size {patch_size} (side, patch: {bad}); "
                     "resize/crop the images or choose another patch_size"
                 )
-        vit_kwargs = {**_VIT_DEFAULTS, **arch_kwargs}
+        vit_kwargs = {**_VIT_ARCHS[arch], **arch_kwargs}
         backbone = ViT(
             in_channels=in_channels,
             img_size=size,
@@ -467,6 +499,10 @@ def build_classifier(
             post_activation=None,
             **vit_kwargs,
         )
+        if arch in _VIT_LN_EPS:
+            for m in backbone.modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.eps = _VIT_LN_EPS[arch]
         n_tokens = math.prod(s // p for s, p in zip(size, patch_size))
         if n_tokens > 4096:
             logger.warning("vit with image_size %s and patch_size %s has %d tokens: slow", size, patch_size, n_tokens)
@@ -519,13 +555,19 @@ def build_classifier(
         ", dilated last stage" if model.dilate_last_stage else "",
         _num_params(model) / 1e6,
     )
-    if pretrained is not None and str(pretrained) != "":
-        from medclass.networks.weights import load_weights
+    if spec is not None:
+        from medclass.networks.pretrained import load_pretrained
 
-        load_weights(model, pretrained, skip_head=skip_head, inflate=inflate)
+        load_pretrained(model, spec, skip_head=skip_head, inflate=inflate)
     else:
         if skip_head:
             logger.warning("build_classifier: skip_head=True has no effect without pretrained")
         if inflate is not None:
             logger.warning("build_classifier: inflate=%r has no effect without pretrained", inflate)
+    if freeze not in (None, "none", ""):
+        from medclass.networks.finetune import freeze as _freeze
+
+        if spec is None:
+            logger.warning("build_classifier: freeze=%r freezes randomly initialised weights (no pretrained)", freeze)
+        _freeze(model, freeze)
     return model

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from medclass.networks.weights import _MODEL_LEVEL_KEYS, _fmt, _state_and_source
+from medclass.networks.checkpoint import _MODEL_LEVEL_KEYS, state_and_source
+from medclass.networks.checkpoint import fmt_keys as _fmt
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _prepare_inflated(
             raise ValueError(
                 f"inflating {source} needs a 3D model, got a {model.arch} with spatial_dims={model.spatial_dims}"
             )
-        if model.arch == "vit":
+        if model.arch.startswith("vit"):
             raise ValueError(
                 "2D->3D inflation supports densenet*/resnet* (a ViT's position embeddings depend on the patch grid)"
             )
@@ -231,7 +232,7 @@ def inflate_2d_to_3d(
             ``strict``, missing/unexpected keys; ``mode="acs"`` for a model without ACS convolutions.
     """
     check_inflate_mode(mode)
-    source, state = _state_and_source(state_dict_2d)
+    source, state = state_and_source(state_dict_2d)
 
     if model_3d is None:
         if mode != "acs" and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):

@@ -5,21 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
+from medclass.networks.checkpoint import _MODEL_LEVEL_KEYS, read_state_dict, state_and_source
+from medclass.networks.checkpoint import fmt_keys as _fmt
+from medclass.networks.inflate import _prepare_inflated, check_inflate_mode
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["LoadReport", "load_weights", "read_state_dict"]
-
-_NESTED_KEYS = ("model", "state_dict", "network", "net")
-_STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
-_MODEL_LEVEL_KEYS = ("thresholds", "temperature", "_extra_state")
-_MAX_LISTED = 10
-
 
 class LoadReport(NamedTuple):
     """What :func:`load_weights` did.
@@ -39,87 +36,6 @@ class LoadReport(NamedTuple):
     unexpected_keys: list[str]
     mismatched_keys: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
     skipped_keys: list[str]
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and (isinstance(v, torch.Tensor) or k.endswith("_extra_state")) for k, v in obj.items()
-    )
-
-
-def _state_and_source(checkpoint) -> tuple[str, dict]:
-    """``(name for messages, state dict)`` of a checkpoint path (read with :func:`read_state_dict`) or a loaded
-    state dict (unwrapped from ``{"state_dict": ...}``-style containers)."""
-    if isinstance(checkpoint, Mapping):
-        return "state dict", _unwrap_state_dict(checkpoint, "state dict")
-    return str(checkpoint), read_state_dict(checkpoint)
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a state dict from a checkpoint file (safely: ``weights_only=True``, on CPU).
-
-    Accepts a raw ``state_dict``, one nested under ``"model"``/``"state_dict"``/``"network"``/``"net"``
-    (e.g. MONAI ``CheckpointSaver`` or Lightning files), or a TorchScript archive (its parameters and buffers).
-    ``"module."`` (DDP) and ``"_orig_mod."`` (``torch.compile``) prefixes are stripped.
-
-    Args:
-        path: checkpoint file.
-
-    Returns:
-        The state dict (keys as saved, minus the stripped prefixes).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable checkpoint or holds no state dict.
-    """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint file not found: {p}")
-    if not p.is_file():
-        raise ValueError(f"checkpoint path is not a file: {p}")
-    try:
-        obj: Any = torch.load(p, map_location="cpu", weights_only=True)
-    except RuntimeError as e:
-        if "TorchScript" not in str(e):
-            raise ValueError(f"{p} is not a PyTorch checkpoint readable with weights_only=True: {e}") from e
-        try:
-            obj = torch.jit.load(str(p), map_location="cpu").state_dict()
-        except Exception as e2:  # noqa: BLE001 - any failure means "not a usable archive"
-            raise ValueError(f"{p} looks like a TorchScript archive but cannot be loaded: {e2}") from e2
-        logger.info("read the parameters of TorchScript archive %s", p)
-    except Exception as e:  # noqa: BLE001 - pickle/zip/EOF/... errors all mean "not a checkpoint"
-        raise ValueError(
-            f"{p} is not a PyTorch checkpoint readable with weights_only=True: {type(e).__name__}: {e}"
-        ) from e
-
-    return _unwrap_state_dict(obj, str(p))
-
-
-def _unwrap_state_dict(obj: Any, source: str) -> dict[str, Any]:
-    """The state dict in a loaded checkpoint object (nested keys unwrapped, DDP/compile prefixes stripped)."""
-    for _ in range(3):  # unwrap up to a few levels of nesting
-        if _is_state_dict(obj):
-            break
-        if isinstance(obj, Mapping):
-            nested = next((obj[k] for k in _NESTED_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
-            if nested is not None:
-                obj = nested
-                continue
-        break
-    if not _is_state_dict(obj):
-        if isinstance(obj, Mapping):
-            what = f"a dict with keys {sorted(map(str, obj))[:_MAX_LISTED]}"
-        else:
-            what = type(obj).__name__
-        raise ValueError(
-            f"{source} holds no state dict (found {what}); expected a state_dict or one under "
-            f"{'/'.join(repr(k) for k in _NESTED_KEYS)}"
-        )
-    state = dict(obj)
-    for prefix in _STRIP_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 def _labels_fit(model: nn.Module, extra_state: Any) -> bool:
@@ -153,12 +69,6 @@ def _conv_hint(model: nn.Module, extra_state: Any) -> str:
     if conv is None or saved is None or saved == conv:
         return ""
     return f" (the checkpoint was saved from a model with conv={saved!r}, this one has conv={conv!r})"
-
-
-def _fmt(keys: list, total: int) -> str:
-    listed = ", ".join(str(k) for k in keys[:_MAX_LISTED])
-    more = f" ... (+{total - _MAX_LISTED} more)" if total > _MAX_LISTED else ""
-    return f"[{listed}{more}]"
 
 
 def _first_2d_kernel(state: Mapping[str, Any], own: Mapping[str, Any]) -> tuple[str, list[int], list[int]] | None:
@@ -212,7 +122,7 @@ def load_weights(
         ValueError: not a checkpoint, or (strict) keys/shapes do not match (a 2D checkpoint without ``inflate``
             included); the message names the file and lists up to 10 missing, unexpected and mis-shaped keys each.
     """
-    source, state = _state_and_source(path)
+    source, state = state_and_source(path)
     own = model.state_dict()
     target = "model"
     has_backbone = hasattr(model, "backbone") and isinstance(model.backbone, nn.Module)
@@ -221,8 +131,6 @@ def load_weights(
         state = {f"backbone.{k}": v for k, v in state.items()}
     hint = ""
     if inflate is not None and inflate != "":
-        from medclass.networks.inflate import _prepare_inflated, check_inflate_mode
-
         check_inflate_mode(inflate)
         state, _, _ = _prepare_inflated(state, model, own, inflate, source)
         hint = f" (2D checkpoint inflated with mode={inflate!r})"
