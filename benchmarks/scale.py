@@ -147,8 +147,8 @@ def run_one(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 32000])
-    ap.add_argument("--sizes-3d", type=int, nargs="*", default=[200, 800])
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="2D data sizes (default 2000 8000 32000)")
+    ap.add_argument("--sizes-3d", type=int, nargs="*", default=None, help="3D data sizes (default 200 800; none: no 3D)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--steps", type=int, default=40, help="timed training steps per run")
     ap.add_argument("--batch", type=int, default=32)
@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--one", nargs=4, metavar=("DIMS", "N", "MODE", "IMAGES"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
-        args.sizes, args.sizes_3d, args.steps, args.batch, args.memory_budget = [64], [16], 3, 8, 1
+        args.steps, args.batch, args.memory_budget = 3, 8, 1
+    default_2d, default_3d = ([64], [16]) if args.quick else ([2000, 8000, 32000], [200, 800])
+    args.sizes = default_2d if args.sizes is None else args.sizes
+    args.sizes_3d = default_3d if args.sizes_3d is None else args.sizes_3d
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="medclass-scale-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     args.workdir = work

@@ -269,7 +269,7 @@ def cached_dataset(data: Sequence[dict], transform, cache: str = "memory", cache
         return CompactPersistentDataset(data, transform, cache_dir=folder, cache_dtype=dtype)
     if cache == "none":
         return Dataset(data, transform)
-    raise ValueError(f"cache must be memory, disk or none here (auto is resolved first), got {cache!r}")
+    raise ValueError(f"cache must be one of memory, disk, none here (auto is resolved before), got {cache!r}")
 
 
 def cache_for(cache: str, data, transform, **kwargs) -> str:

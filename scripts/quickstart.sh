@@ -34,6 +34,9 @@ echo "  TensorBoard logs  $out/runs   (tensorboard --logdir $out/runs)"
 python - "$out/eval/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"  test mean AUC     {m['mean_auc']:.3f} on {m['n']} images: " +
+labels = m.get("mean_auc_labels") or []
+head = (f"{m['mean_auc']:.3f} over the {len(labels)} labels with enough test cases" if m.get("mean_auc") is not None
+        else "not estimable (too few test positives or negatives for every label)")
+print(f"  test mean AUC     {head}, on {m['n']} images: " +
       ", ".join(f"{k} {v['auc']:.3f}" for k, v in m["per_label"].items() if v["auc"] is not None))
 PY

@@ -39,14 +39,19 @@ def test_cached_dataset_memory_disk_none(tmp_path):
     tf = build_transforms("generic", 2, (32, 32), train=False)
     ref = [cached_dataset(items, tf, "none")[i]["image"] for i in range(4)]
     for cache in ("memory", "disk"):
-        ds = cached_dataset(items, tf, cache, cache_dir=tmp_path / "c")
+        ds = cached_dataset(items, tf, cache, cache_dir=tmp_path / "c", cache_dtype="float32")
         for i in range(4):
             torch.testing.assert_close(torch.as_tensor(ds[i]["image"]), torch.as_tensor(ref[i]))
-    first = set((tmp_path / "c").iterdir())
+        packed = cached_dataset(items, tf, cache, cache_dir=tmp_path / "c")  # default: uint8 in 2D
+        for i in range(4):
+            span = float(ref[i].max() - ref[i].min())
+            assert float((torch.as_tensor(packed[i]["image"]) - ref[i]).abs().max()) <= 0.5 / 255 * span + 1e-6
+    first = set((tmp_path / "c" / "float32").iterdir())
     assert len(first) == 4  # one file per item
-    ds = cached_dataset(items, build_transforms("generic", 2, (48, 48), train=False), "disk", cache_dir=tmp_path / "c")
+    ds = cached_dataset(items, build_transforms("generic", 2, (48, 48), train=False), "disk", cache_dir=tmp_path / "c",
+                        cache_dtype="float32")
     assert ds[0]["image"].shape[-2:] == (48, 48)  # a changed transform never reads the 32 px items
-    assert len(set((tmp_path / "c").iterdir())) == 5
+    assert len(set((tmp_path / "c" / "float32").iterdir())) == 5
     with pytest.raises(ValueError, match="cache_dir"):
         cached_dataset(items, tf, "disk")
     with pytest.raises(ValueError, match="cache must be one of"):
