@@ -19,6 +19,10 @@ label), test ECE, epochs and train_seconds (plus per-label AUCs). Data comes fro
     python benchmarks/quality.py pneumoniamnist --seed 1 --evaluate-only --workdir DIR
                                                          # re-evaluate a trained workdir (DIR/models/model.pt)
                                                          # without training; same dataset, --seed and --set
+    python benchmarks/quality.py pneumoniamnist --external ../shared/data/cxr14/labels_nih1000.csv
+                                                         # and external validation on another site (NIH adults'
+                                                         # Pneumonia labels for a model of Guangzhou children's
+                                                         # X-rays) at the internal thresholds: JSON key "external"
 """
 
 from __future__ import annotations
@@ -77,14 +81,15 @@ def _nih_setup(root: Path) -> dict:
             "label_names": list(CXR14_LABELS), "task": "multilabel", "image_size": [64, 64], "resplit": True}
 
 
-def run_workflow(bundle: Path, kind: str, overrides: dict) -> object:
+def run_workflow(bundle: Path, kind: str | list[str], overrides: dict) -> object:
     from monai.bundle import ConfigWorkflow
 
+    kinds = [kind] if isinstance(kind, str) else list(kind)
     wf = ConfigWorkflow(
-        config_file=config_files(bundle, f"{kind}.yaml"),
+        config_file=config_files(bundle, *[f"{k}.yaml" for k in kinds]),
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"),
-        workflow_type="train" if kind == "train" else "inference",
+        workflow_type="train" if kinds == ["train"] else "inference",
         **overrides,
     )
     wf.initialize()
@@ -146,6 +151,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--evaluate-only", action="store_true",
                     help="skip training: evaluate WORKDIR/models/model.pt (rewrites its thresholds and WORKDIR/eval)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
+    ap.add_argument("--external", type=Path, default=None,
+                    help="also validate on this second datalist (another site) at the stored thresholds, e.g. "
+                         "the NIH1000 CSV for a PneumoniaMNIST model (its Pneumonia column)")
+    ap.add_argument("--external-dir", type=Path, default=None, help="base folder of the external datalist's images")
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra bundle override, VALUE parsed as JSON when possible")
     args = ap.parse_args(argv)
@@ -211,8 +220,36 @@ def main(argv=None) -> dict:
         "workdir": str(work),
         "evaluate_only": bool(args.evaluate_only),
     }
+    if args.external:
+        ext_dir = work / "eval_external"
+        run_workflow(bundle, ["evaluate", "external"], {
+            **eval_overrides, "external_datalist": str(args.external),
+            "external_dataset_dir": str(args.external_dir or args.external.parent), "output_dir": str(ext_dir),
+            "internal_eval_dir": str(work / "eval")})
+        result["external"] = external_figures(json.loads((ext_dir / "metrics.json").read_text()), str(args.external))
     print(json.dumps(result))
     return result
+
+
+def external_figures(metrics: dict, source: str) -> dict:
+    """Per label on the external set, at the thresholds chosen on the internal validation split: AUC, sensitivity
+    and specificity with their intervals and counts, against the internal figures, and the prevalence shift."""
+    ext = metrics.get("external", {})
+    out = {"source": source, "n": metrics["n"], "thresholds_same": ext.get("thresholds_same"), "per_label": {}}
+    for name, m in metrics["per_label"].items():
+        internal = (ext.get("per_label", {}).get(name) or {}).get("internal") or {}
+        prevalence = (ext.get("shift", {}).get("prevalence") or {}).get(name, {})
+        out["per_label"][name] = {
+            "positives": m.get("positives"), "negatives": m.get("negatives"),
+            "auc": _r(m.get("auc")), "auc_ci95": [_r(v) for v in m.get("auc_ci", [None, None])],
+            "sensitivity": _r(m.get("sensitivity")), "sensitivity_ci95": [_r(v) for v in m.get("sensitivity_ci", [])],
+            "specificity": _r(m.get("specificity")), "specificity_ci95": [_r(v) for v in m.get("specificity_ci", [])],
+            "internal_auc": _r(internal.get("auc")),
+            "prevalence_training": _r((prevalence.get("training") or {}).get("prevalence")),
+            "prevalence_external": _r((prevalence.get("external") or {}).get("prevalence")),
+            "not_estimable": m.get("not_estimable") or {},
+        }
+    return out
 
 
 if __name__ == "__main__":
