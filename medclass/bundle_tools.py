@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -10,45 +11,94 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "metadata_schema.json"
 CONFIG_SOURCE = Path(__file__).resolve().parent / "bundle_configs"
-# generated workflow file -> the source files it is made of, in order
-GENERATED = {
-    "train.yaml": ("base.yaml", "train.yaml"),
-    "evaluate.yaml": ("base.yaml", "evaluate.yaml"),
-    "inference.yaml": ("base.yaml", "inference.yaml"),
-    "saliency.yaml": ("base.yaml", "saliency.yaml"),
-    "multi_gpu_train.yaml": ("multi_gpu_train.yaml",),
-    "external.yaml": ("external.yaml",),
+VALUES = "common.yaml"  # a bundle's own values; sync_bundle copies them to the top of its inference.yaml
+BASE = "inference.yaml"  # complete by itself (the Model Zoo runs it alone); every other workflow layers over it
+# generated workflow file -> its source in medclass/bundle_configs (inference.yaml also gets the bundle's values)
+GENERATED = {name: name for name in (BASE, "train.yaml", "evaluate.yaml", "saliency.yaml", "multi_gpu_train.yaml",
+                                     "external.yaml")}
+# the config files of each workflow, in the order they are layered (what `monai.bundle run --config_file` takes)
+WORKFLOW_FILES = {
+    "inference": (BASE,),
+    "train": (BASE, "train.yaml"),
+    "evaluate": (BASE, "evaluate.yaml"),
+    "saliency": (BASE, "saliency.yaml"),
+    "multi_gpu_train": (BASE, "train.yaml", "multi_gpu_train.yaml"),
+    "external": (BASE, "evaluate.yaml", "external.yaml"),
 }
-
-# (workflow type, config files on top of common.yaml) checked by check_properties
-WORKFLOWS = {"train": ["train.yaml"], "inference": ["inference.yaml"], "evaluate": ["evaluate.yaml"],
-             "saliency": ["saliency.yaml"]}
+# workflow -> MONAI workflow type, for check_properties
+WORKFLOWS = {"train": "train", "inference": "inference", "evaluate": "inference", "saliency": "inference"}
 
 
 def config_files(bundle_dir: str | os.PathLike, *names: str) -> list[str]:
-    """``configs/common.yaml`` followed by the named configs of a bundle."""
+    """``configs/inference.yaml`` (the complete base) followed by the other named configs of a bundle.
+
+    ``config_files(b, "train.yaml")`` is what ``--config_file "['configs/inference.yaml','configs/train.yaml']"``
+    runs; ``config_files(b)`` and ``config_files(b, "inference.yaml")`` the inference workflow alone.
+    """
     configs = Path(bundle_dir) / "configs"
-    files = [configs / "common.yaml", *[configs / n for n in names]]
+    files = [configs / BASE, *[configs / n for n in names if n != BASE]]
     for f in files:
         if not f.exists():
             raise FileNotFoundError(f"{f}: bundle config missing")
     return [str(f) for f in files]
 
 
-def render_configs() -> dict[str, str]:
-    """The workflow configs every bundle carries, made from ``medclass/bundle_configs``.
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    Each bundle keeps its own values in ``configs/common.yaml``; the workflow files hold structure only and are
-    the same in every bundle, so a change to the pipeline is made once, in the source, and
-    ``medclass sync-bundles`` writes it into each bundle (which stays self-contained: a zip or MONAI Label can
-    load it without medclass's source tree).
+
+def _strip_comment(line: str) -> str:
+    """``line`` without its YAML comment (a ``#`` after whitespace, outside quotes) and trailing blanks."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def values_text(common: str | os.PathLike) -> str:
+    """A bundle's ``common.yaml`` without comments and blank lines: the values section of its ``inference.yaml``.
+
+    Raises:
+        ValueError: the file is not a YAML mapping, or dropping its comments would change a value.
     """
+    import yaml
+
+    common = Path(common)
+    text = common.read_text()
+    values = yaml.safe_load(text)
+    if not isinstance(values, dict) or not values:
+        raise ValueError(f"{common}: expected the bundle's values as a YAML mapping (key: value lines)")
+    out = "\n".join(ln for ln in map(_strip_comment, text.splitlines()) if ln.strip()) + "\n"
+    if yaml.safe_load(out) != values:
+        raise ValueError(f"{common}: its values could not be copied without their comments (a '#' in an unquoted "
+                         "value?); quote that value")
+    return out
+
+
+def render_configs(bundle_dir: str | os.PathLike) -> dict[str, str]:
+    """The workflow configs of a bundle, made from ``medclass/bundle_configs`` and the bundle's ``common.yaml``.
+
+    The workflow files hold structure only and are the same in every bundle, except that ``inference.yaml``, the
+    complete base every workflow starts from, begins with a copy of the bundle's values (``configs/common.yaml``
+    without its comments) and their SHA-256 (``common_sha256``: a run stops when ``common.yaml`` has changed since).
+    A change to the pipeline is made once, in the source, and ``medclass sync-bundles`` writes it into each bundle,
+    which stays self-contained: the Model Zoo's checks, a zip or MONAI Label load it without medclass's source tree.
+    """
+    common = Path(bundle_dir) / "configs" / VALUES
     out = {}
-    for name, parts in GENERATED.items():
-        header = (f"# GENERATED by `medclass sync-bundles` from medclass/bundle_configs/{' + '.join(parts)}.\n"
-                  "# Edit the source and re-run the command; this bundle's own values are in common.yaml.\n")
-        body = "\n".join((CONFIG_SOURCE / p).read_text().rstrip() + "\n" for p in parts)
-        out[name] = header + body
+    for name, source in GENERATED.items():
+        text = (f"# GENERATED by `medclass sync-bundles` from medclass/bundle_configs/{source}: edit it there and run "
+                "the command.\n")
+        if name == BASE:
+            text += (f"# This bundle's values, from configs/{VALUES} (edit and document them there):\n"
+                     f"common_sha256: {_sha256(common)}\n" + values_text(common) + "\n")
+        out[name] = text + (CONFIG_SOURCE / source).read_text().rstrip() + "\n"
     return out
 
 
@@ -58,10 +108,10 @@ def sync_bundle(bundle_dir: str | os.PathLike, check: bool = False) -> list[str]
     With ``check``, nothing is written (for tests and CI).
     """
     configs = Path(bundle_dir) / "configs"
-    if not (configs / "common.yaml").exists():
-        raise FileNotFoundError(f"{configs / 'common.yaml'}: not a medclass bundle (no common.yaml)")
+    if not (configs / VALUES).exists():
+        raise FileNotFoundError(f"{configs / VALUES}: not a medclass bundle (no {VALUES})")
     stale = []
-    for name, text in render_configs().items():
+    for name, text in render_configs(bundle_dir).items():
         path = configs / name
         if not path.exists() or path.read_text() != text:
             stale.append(name)
@@ -70,16 +120,34 @@ def sync_bundle(bundle_dir: str | os.PathLike, check: bool = False) -> list[str]
     return stale
 
 
+def check_values(bundle_root: str | os.PathLike, common_sha256: str | None) -> None:
+    """Stop a run whose ``configs/inference.yaml`` holds an older copy of the bundle's ``configs/common.yaml``.
+
+    Every workflow's ``initialize`` calls it with the SHA-256 of the ``common.yaml`` its values were copied from;
+    a bundle folder without ``common.yaml`` (a released copy of the configs) passes.
+
+    Raises:
+        medclass.errors.SettingError: ``common.yaml`` was edited after ``medclass sync-bundles`` copied it.
+    """
+    from medclass.errors import SettingError
+
+    common = Path(bundle_root) / "configs" / VALUES
+    if common_sha256 and common.is_file() and _sha256(common) != common_sha256:
+        raise SettingError(
+            f"{common} changed after its values were copied into {common.parent / BASE}, which every workflow "
+            f"starts from: run `medclass sync-bundles {Path(bundle_root)}` to copy them, or give changed values on "
+            "the command line (--key value) and leave common.yaml as it was")
+
+
 def check_properties(bundle_dir: str | os.PathLike, workflow: str = "train", **overrides) -> list:
     """Missing required property IDs of a bundle workflow (empty when complete)."""
     from monai.bundle import ConfigWorkflow
 
-    kind = "train" if workflow == "train" else "inference"
     wf = ConfigWorkflow(
-        config_file=config_files(bundle_dir, *WORKFLOWS[workflow]),
+        config_file=config_files(bundle_dir, *WORKFLOW_FILES[workflow]),
         meta_file=str(Path(bundle_dir) / "configs" / "metadata.json"),
         logging_file=str(Path(bundle_dir) / "configs" / "logging.conf"),
-        workflow_type=kind,
+        workflow_type=WORKFLOWS[workflow],
         bundle_root=str(bundle_dir),
         **overrides,
     )
@@ -132,3 +200,4 @@ def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLi
         **overrides,
     )
     return out
+
