@@ -201,3 +201,99 @@ def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLi
     )
     return out
 
+
+LARGE_FILES = "large_files.yml"
+HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
+_LARGE_FILES_HEADER = """\
+# Where this bundle's released weights are published, in the Model Zoo's format: its CI downloads each file to
+# `path` (monai.apps.download_url, which checks the hash) before verifying the bundle. The weights are trained
+# locally; when a model is released, upload models/model.pt (and models/model.ts) and run
+#   medclass large-files BUNDLE --url URL_OF_MODEL_PT [--ts-url URL_OF_MODEL_TS]
+# which writes this file with the SHA-256 of the files in models/. `large_files: []`: no model released yet.
+"""
+
+
+def _file_hash(path: Path, hash_type: str = "sha256") -> str:
+    h = hashlib.new(hash_type)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_large_files(bundle_dir: str | os.PathLike, url: str, ts_url: str | None = None) -> Path:
+    """Write ``large_files.yml``: where the released ``models/model.pt`` (and, with ``ts_url``, ``models/model.ts``)
+    can be downloaded, with the SHA-256 of the local files.
+
+    Raises:
+        FileNotFoundError: a model file to record is missing.
+        ValueError: a URL is not a URL.
+    """
+    bundle_dir = Path(bundle_dir)
+    lines = ["large_files:"]
+    for rel, where in (("models/model.pt", url), ("models/model.ts", ts_url)):
+        if where is None:
+            continue
+        if "://" not in str(where):
+            raise ValueError(f"{where!r}: expected the URL the file is published at (https://..., file://...)")
+        path = bundle_dir / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no file to release (train the model first; model.ts: medclass "
+                                    "export-bundle)")
+        lines += [f"  - path: {rel}", f"    url: {where}", f"    hash_val: {_file_hash(path)}",
+                  "    hash_type: sha256"]
+    out = bundle_dir / LARGE_FILES
+    out.write_text(_LARGE_FILES_HEADER + "\n".join(lines) + "\n")
+    return out
+
+
+def large_files(bundle_dir: str | os.PathLike) -> list[dict]:
+    """The entries of a bundle's ``large_files.yml`` (empty when it has none), checked for the Model Zoo's keys.
+
+    Raises:
+        ValueError: an entry without ``path`` inside the bundle, ``url`` or a supported ``hash_type``.
+    """
+    import yaml
+
+    path = Path(bundle_dir) / LARGE_FILES
+    if not path.is_file():
+        return []
+    content = yaml.safe_load(path.read_text()) or {}
+    entries = content.get("large_files") if isinstance(content, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected `large_files:` followed by a list of path / url / hash_val / hash_type")
+    for e in entries:
+        rel = str(e.get("path", "")) if isinstance(e, dict) else ""
+        if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ValueError(f"{path}: entry {e!r} needs a path inside the bundle (e.g. models/model.pt)")
+        if "://" not in str(e.get("url", "")):
+            raise ValueError(f"{path}: {rel} has no url to download it from")
+        if e.get("hash_val") and str(e.get("hash_type", "")).lower() not in HASH_TYPES:
+            raise ValueError(f"{path}: {rel} has hash_type {e.get('hash_type')!r}; use one of {', '.join(HASH_TYPES)}")
+    return entries
+
+
+def check_large_files(bundle_dir: str | os.PathLike) -> list[str]:
+    """Compare the files ``large_files.yml`` names with the bundle's own copies (no download).
+
+    Returns:
+        One line per entry: ``models/model.pt: sha256 matches`` or ``...: not here (downloaded from URL)``.
+
+    Raises:
+        ValueError: a local file differs from the recorded hash (released weights and local weights differ).
+    """
+    out = []
+    for e in large_files(bundle_dir):
+        path = Path(bundle_dir) / e["path"]
+        if not path.is_file():
+            out.append(f"{e['path']}: not here (downloaded from {e['url']})")
+        elif e.get("hash_val"):
+            kind = str(e.get("hash_type") or "md5").lower()
+            if _file_hash(path, kind) != str(e["hash_val"]).lower():
+                raise ValueError(f"{path} differs from the released file named in {Path(bundle_dir) / LARGE_FILES} "
+                                 f"({kind} {e['hash_val']}): after training a new model, release it and run "
+                                 "`medclass large-files` again")
+            out.append(f"{e['path']}: {kind} matches")
+        else:
+            out.append(f"{e['path']}: no hash recorded")
+    return out
