@@ -36,7 +36,8 @@ def _verify(args) -> int:
     if model.exists():
         # a released model.ts (named in large_files.yml) stays as it is: export next to it, as the Model Zoo does
         released = any(e["path"] == "models/model.ts" for e in bt.large_files(args.bundle))
-        out = bt.export_torchscript(args.bundle, filepath=model.parent / ("verify_model.ts" if released else "model.ts"))
+        out = bt.export_torchscript(args.bundle,
+                                    filepath=model.parent / ("verify_model.ts" if released else "model.ts"))
         print(f"ckpt_export: ok ({out})")
     else:
         print(f"ckpt_export: skipped ({model} not trained yet)")

@@ -18,7 +18,7 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 cd "$bundle"
 run() {
-    python -m monai.bundle run --config_file "['configs/common.yaml','configs/$1.yaml']" \
+    python -m monai.bundle run --config_file "['configs/inference.yaml','configs/$1.yaml']" \
         --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$bundle" \
         --dataset_dir "$out/data/phantoms" --ckpt_dir "$out/models" --eval_dir "$out/eval" \
         --log_dir "$out/runs" "${@:2}"
@@ -34,6 +34,7 @@ echo "  TensorBoard logs  $out/runs   (tensorboard --logdir $out/runs)"
 python - "$out/eval/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"  test mean AUC     {m['mean_auc']:.3f} on {m['n']} images: " +
+mean = "not estimable" if m["mean_auc"] is None else f"{m['mean_auc']:.3f}"  # too few test positives (tiny runs)
+print(f"  test mean AUC     {mean} on {m['n']} images: " +
       ", ".join(f"{k} {v['auc']:.3f}" for k, v in m["per_label"].items() if v["auc"] is not None))
 PY

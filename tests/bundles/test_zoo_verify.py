@@ -132,7 +132,8 @@ def test_metadata_format(at_zoo_root):
     assert "required_packages_version" in meta and meta["schema"].endswith("/meta_schema_20240725.json")
     (bundle / "eval").mkdir(exist_ok=True)
     shutil.copy(SCHEMA_PATH, bundle / "eval" / "schema.json")
-    verify_metadata(meta_file=os.path.join(bundle, "configs/metadata.json"), filepath=os.path.join(bundle, "eval/schema.json"))
+    verify_metadata(meta_file=os.path.join(bundle, "configs/metadata.json"),
+                    filepath=os.path.join(bundle, "eval/schema.json"))
 
 
 def test_inference_config_properties(at_zoo_root):
@@ -162,7 +163,8 @@ def test_torchscript(at_zoo_root):
 
     bundle = str(at_zoo_root)
     ckpt_export(net_id="network_def", filepath=os.path.join(bundle, "models/verify_model.ts"),
-                ckpt_file=os.path.join(bundle, "models", "model.pt"), meta_file=os.path.join(bundle, "configs/metadata.json"),
+                ckpt_file=os.path.join(bundle, "models", "model.pt"),
+                meta_file=os.path.join(bundle, "configs/metadata.json"),
                 config_file=os.path.join(bundle, INFERENCE), bundle_root=bundle)
     released = torch.jit.load(os.path.join(bundle, "models", "model.ts"))
     exported = torch.jit.load(os.path.join(bundle, "models", "verify_model.ts"))
