@@ -281,7 +281,8 @@ def test_a_full_disk_keeps_the_last_good_model_and_leaves_no_temporary_file(data
     err = [ln for ln in text.splitlines() if ln.strip()][-1]
     assert err.startswith(f"medclass: error: {disk / 'models'}: no space left on the disk while writing last.pt (")
     assert "last.pt was not changed" in err
-    assert sorted(p.name for p in kept.iterdir() if not p.name.startswith(".medclass")) == ["last.pt", "model.pt"]
+    kept_files = sorted(p.name for p in kept.iterdir() if not p.name.startswith(".medclass"))
+    assert kept_files == ["last.pt", "model.pt", "split.csv"]  # split.csv: the split, written before training
     last = torch.load(kept / "last.pt", weights_only=True)
     assert last["trainer"]["epoch"] == 1  # the last good one
     torch.load(kept / "model.pt", weights_only=True)
@@ -315,7 +316,8 @@ def test_logging_conf_may_not_write_into_models(trained, data, tmp_path):
     (["--max_epochs", "ten"], "medclass: error: setting max_epochs: expected a whole number >= 1, got 'ten'; set it "
                               "in configs/common.yaml or on the command line, e.g. --max_epochs 12"),
     (["--arch", "resnet9"], "medclass: error: setting arch: expected one of densenet121, densenet169, densenet201, "
-                            "resnet18, resnet34, resnet50, resnet101, resnet152, vit, got 'resnet9'"),
+                            "resnet10, resnet18, resnet34, resnet50, resnet101, resnet152, vit, vit_small, vit_base, "
+                            "got 'resnet9'"),
     (["--datalist", "missing.csv"], "medclass: error: setting datalist: missing.csv does not exist"),
 ], ids=["wrong-type", "unknown-arch", "missing-file"])
 def test_a_setting_mistake_ends_in_one_short_error(trained, data, args, message):
