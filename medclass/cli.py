@@ -13,7 +13,9 @@ from pathlib import Path
 def _verify(args) -> int:
     from medclass import bundle_tools as bt
 
-    ok = True
+    stale = bt.sync_bundle(args.bundle, check=True)
+    print(f"configs: {'out of date: ' + ', '.join(stale) + ' (run medclass sync-bundles)' if stale else 'in sync'}")
+    ok = not stale
     for workflow in ("train", "inference", "evaluate"):
         missing = bt.check_properties(args.bundle, workflow)
         print(f"check_properties {workflow}: {'ok' if not missing else 'MISSING ' + ', '.join(map(str, missing))}")
@@ -28,9 +30,14 @@ def _verify(args) -> int:
         print("logging.conf: ok (console and .log files only, nothing in models/)")
     bt.verify_net_in_out(args.bundle)
     print("verify_net_in_out: ok")
+    for line in bt.check_large_files(args.bundle):
+        print(f"large_files.yml: {line}")
     model = Path(args.bundle) / "models" / "model.pt"
     if model.exists():
-        out = bt.export_torchscript(args.bundle, filepath=Path(args.bundle) / "models" / "model.ts")
+        # a released model.ts (named in large_files.yml) stays as it is: export next to it, as the Model Zoo does
+        released = any(e["path"] == "models/model.ts" for e in bt.large_files(args.bundle))
+        out = bt.export_torchscript(args.bundle,
+                                    filepath=model.parent / ("verify_model.ts" if released else "model.ts"))
         print(f"ckpt_export: ok ({out})")
     else:
         print(f"ckpt_export: skipped ({model} not trained yet)")
@@ -42,6 +49,13 @@ def _export(args) -> int:
 
     out = export_torchscript(args.bundle, ckpt_file=args.ckpt, filepath=args.output)
     print(out)
+    return 0
+
+
+def _large_files(args) -> int:
+    from medclass.bundle_tools import write_large_files
+
+    print(write_large_files(args.bundle, args.url, ts_url=args.ts_url))
     return 0
 
 
@@ -133,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                                "bundle folder, --key value overrides as monai.bundle run; a mistake ends in one "
                                "short error (traceback in logs/medclass-error.log, or on screen with --debug)")
 
-    p = sub.add_parser("verify-bundle", help="property, metadata, network I/O and export checks of a bundle")
+    p = sub.add_parser("verify-bundle", help="property, metadata, large_files.yml, network I/O and export checks of a "
+                                             "bundle (inference.yaml alone, as the Model Zoo checks it)")
     p.add_argument("bundle", type=Path)
     p.set_defaults(func=_verify)
 
@@ -143,7 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=None, help="output file (default: BUNDLE/models/model.ts)")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("sync-bundles", help="write the shared workflow configs (medclass/bundle_configs) into bundles")
+    p = sub.add_parser("large-files", help="when a model is released: write the bundle's large_files.yml (the Model "
+                                           "Zoo's download list) with the URL and SHA-256 of models/model.pt")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--url", required=True, help="where models/model.pt is published")
+    p.add_argument("--ts-url", default=None, help="where models/model.ts is published (optional)")
+    p.set_defaults(func=_large_files)
+
+    p = sub.add_parser("sync-bundles", help="write the shared workflow configs (medclass/bundle_configs) and each "
+                                            "bundle's values (its configs/common.yaml) into its configs/*.yaml")
     p.add_argument("bundles", nargs="+", type=Path)
     p.add_argument("--check", action="store_true", help="only report bundles whose configs are out of date")
     p.set_defaults(func=_sync)

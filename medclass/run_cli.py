@@ -1,11 +1,12 @@
 """``medclass run WORKFLOW [--key value ...]``: run a bundle workflow as ``python -m monai.bundle run`` does, and
 end a failed run with one short paragraph instead of a traceback.
 
-It reads ``configs/common.yaml`` + ``configs/WORKFLOW.yaml`` of the bundle in the working directory (or of
-``--bundle_root``), with ``configs/metadata.json`` and ``configs/logging.conf``; ``--key value`` pairs override
-config values exactly as on the ``monai.bundle run`` command line. On a mistake it prints ``medclass: error:
-...`` (what, which file or setting, how to fix it) and writes the full traceback to ``logs/medclass-error.log``
-in the bundle (``--debug`` prints it too); Ctrl-C stops with one line saying what was saved and how to resume.
+It runs ``configs/inference.yaml`` with ``configs/WORKFLOW.yaml`` layered over it (``inference``: alone) of the
+bundle in the working directory (or of ``--bundle_root``), with ``configs/metadata.json`` and
+``configs/logging.conf``; ``--key value`` pairs override config values exactly as on the ``monai.bundle run``
+command line. On a mistake it prints ``medclass: error: ...`` (what, which file or setting, how to fix it) and
+writes the full traceback to ``logs/medclass-error.log`` in the bundle (``--debug`` prints it too); Ctrl-C stops
+with one line saying what was saved and how to resume.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ WORKFLOW_FILES = {
 }
 ERROR_LOG = Path("logs") / "medclass-error.log"
 USAGE = ("usage: medclass run {" + ",".join(WORKFLOW_FILES) + "} [--debug] [--KEY VALUE ...]\n"
-         "Runs configs/common.yaml + configs/WORKFLOW.yaml of the bundle in the working directory (or --bundle_root),"
-         " e.g. medclass run train --max_epochs 2")
+         "Runs configs/inference.yaml + configs/WORKFLOW.yaml of the bundle in the working directory (or "
+         "--bundle_root), e.g. medclass run train --max_epochs 2")
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
@@ -124,9 +125,9 @@ def _run(bundle: Path, workflow: str, overrides: dict[str, Any], debug: bool) ->
     from medclass.errors import console_without_tracebacks
     from medclass.logconf import check_logging_file
 
-    if not (bundle / "configs" / "common.yaml").is_file():
+    if not (bundle / "configs" / "inference.yaml").is_file():
         raise FileNotFoundError(
-            f"{bundle.resolve() / 'configs' / 'common.yaml'} not found: run medclass run from a bundle folder "
+            f"{bundle.resolve() / 'configs' / 'inference.yaml'} not found: run medclass run from a bundle folder "
             "(e.g. bundles/cxr_classification) or give --bundle_root BUNDLE")
     files = config_files(bundle, *WORKFLOW_FILES[workflow])
     logging_file = overrides.pop("logging_file", None) or (bundle / "configs" / "logging.conf")

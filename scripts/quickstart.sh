@@ -18,7 +18,7 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 cd "$bundle"
 run() {
-    python -m monai.bundle run --config_file "['configs/common.yaml','configs/$1.yaml']" \
+    python -m monai.bundle run --config_file "['configs/inference.yaml','configs/$1.yaml']" \
         --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root "$bundle" \
         --dataset_dir "$out/data/phantoms" --ckpt_dir "$out/models" --eval_dir "$out/eval" \
         --log_dir "$out/runs" "${@:2}"

@@ -23,6 +23,7 @@ import csv
 import json
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,13 +67,17 @@ def main() -> int:
               "phantoms": {"n": 60 if args.tiny else 600, "size": size, "seed": 0}}
     if args.tiny:
         recipe.update({"width": 8, "batch_size": 8})
-    # the server runs the bundle with its common.yaml values: write the recipe there
+    # the server runs the bundle with its own values: write the recipe into its common.yaml and copy it into the
+    # workflow configs (`medclass sync-bundles`; a run stops until common.yaml and the configs agree)
     common = bundle / "configs" / "common.yaml"
     import yaml
 
     values = yaml.safe_load(common.read_text())
     values.update({k: v for k, v in recipe.items() if k != "progress_bar"})
     common.write_text(yaml.safe_dump(values, sort_keys=False))
+    sync = [sys.executable, "-m", "medclass.cli", "sync-bundles", str(bundle)]
+    print("\n$ medclass sync-bundles " + str(bundle), flush=True)
+    subprocess.run(sync, check=True, stdout=subprocess.DEVNULL)
     if not (bundle / "models" / "model.pt").exists():
         run_bundle(bundle, "train", {"progress_bar": "false"})
 

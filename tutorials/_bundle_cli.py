@@ -10,13 +10,15 @@ from pathlib import Path
 
 
 def run_bundle(bundle: Path, workflow: str, overrides: dict, quiet: bool = False) -> None:
-    """``python -m monai.bundle run`` of ``configs/common.yaml`` + ``configs/<workflow>.yaml`` in ``bundle``.
+    """``python -m monai.bundle run`` of ``bundle``'s workflow: ``configs/inference.yaml`` alone, or with
+    ``configs/<workflow>.yaml`` layered over it.
 
     The command is printed first (so a reader can copy it); ``overrides`` become ``--key value`` (non-strings as
     JSON). ``quiet`` hides the workflow's own output. Raises ``CalledProcessError`` when the workflow fails.
     """
-    cmd = [sys.executable, "-m", "monai.bundle", "run",
-           "--config_file", f"['configs/common.yaml','configs/{workflow}.yaml']",
+    files = "configs/inference.yaml" if workflow == "inference" else \
+        f"['configs/inference.yaml','configs/{workflow}.yaml']"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
            "--logging_file", "configs/logging.conf", "--bundle_root", str(bundle)]
     for key, value in overrides.items():
         cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]

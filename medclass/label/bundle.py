@@ -2,8 +2,8 @@
 
 :class:`BundleModel` is what the MONAI Label tasks (:mod:`medclass.label.application`) call:
 
-* :meth:`BundleModel.predict` runs the bundle's ``inference`` workflow (``configs/common.yaml`` +
-  ``configs/inference.yaml`` through :class:`monai.bundle.ConfigWorkflow`) on one image, so preprocessing,
+* :meth:`BundleModel.predict` runs the bundle's ``inference`` workflow (``configs/inference.yaml``, which holds
+  the bundle's values, through :class:`monai.bundle.ConfigWorkflow`) on one image, so preprocessing,
   checkpoint loading, precision and post-processing are the bundle's own and the probabilities equal those of
   ``python -m monai.bundle run ... inference.yaml --input <image>``. It returns each label's probability and its
   0/1 decision at the thresholds stored in the model (the ``thresholds`` buffer, as in ``predictions.csv``), and

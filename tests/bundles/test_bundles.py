@@ -378,7 +378,7 @@ def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
     # the CLI exactly as the README shows it
     out = tmp_path / "infer"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           "['configs/common.yaml','configs/inference.yaml']", "--bundle_root", str(bundle),
+           "configs/inference.yaml", "--bundle_root", str(bundle),
            "--ckpt_dir", str(tmp / "models"), "--output_dir", str(out), "--input", str(folder),
            "--image_size", json.dumps(tiny["image_size"]), "--width", "8"]
     res = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
@@ -541,7 +541,7 @@ def test_multi_process_training_with_gloo(bundle, tmp_path):
     probe.write_text(
         "finalize:\n"
         "  - \"$torch.save({'state': @network.module.state_dict(), 'val_count': "
-        "@validate#key_metric#val_mean_auc.metric_fn.count, 'val_dataset': len(@validate#dataset), "
+        "@key_metric#val_mean_auc.metric_fn.count, 'val_dataset': len(@validate#dataset), "
         "'val_rank_share': len(@validate#sampler), 'train_rank_share': len(@train#sampler), "
         "'aug_seed': @train#trainer.batch_transform.generator.initial_seed()}, "
         f"'{tmp_path}/rank' + str(torch.distributed.get_rank()) + '.pt')\"\n"
@@ -549,7 +549,7 @@ def test_multi_process_training_with_gloo(bundle, tmp_path):
     )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            "-m", "monai.bundle", "run", "--config_file",
-           f"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml','{probe}']",
+           f"['configs/inference.yaml','configs/train.yaml','configs/multi_gpu_train.yaml','{probe}']",
            "--bundle_root", str(bundle), "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"),
            "--log_dir", str(tmp_path / "runs"), "--max_epochs", "1", "--image_size", json.dumps(tiny["image_size"]),
            "--width", "8", "--batch_size", str(tiny["batch_size"]), "--phantoms", json.dumps(tiny["phantoms"]),

@@ -48,8 +48,9 @@ def env() -> dict:
 def command(bundle: Path, workflow: str, *args: str, runner: str = "monai") -> list[str]:
     if runner == "medclass":
         return [sys.executable, "-m", "medclass.cli", "run", workflow, *args]
-    files = "['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']" if \
-        workflow == "multi_gpu_train" else f"['configs/common.yaml','configs/{workflow}.yaml']"
+    files = {"inference": "configs/inference.yaml",
+             "multi_gpu_train": "['configs/inference.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']"}.get(
+        workflow, f"['configs/inference.yaml','configs/{workflow}.yaml']")
     return [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle), *args]
 
 

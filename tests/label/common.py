@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from medclass.bundle_tools import sync_bundle
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "cxr_classification": {"image_size": [64, 64], "width": 8, "batch_size": 8, "num_threads": 2,
@@ -24,12 +26,13 @@ VOLUME = "nifti/IXI_T1_ds_n10/IXI012-HH-1211-T1_ds.nii.gz"
 
 
 def tiny_bundle(name: str, dst: Path) -> Path:
-    """A copy of a bundle's configs with tiny values in its common.yaml."""
+    """A copy of a bundle's configs with tiny values in its common.yaml (copied into its inference.yaml)."""
     shutil.copytree(ROOT / "bundles" / name / "configs", dst / "configs")
     common = dst / "configs" / "common.yaml"
     values = yaml.safe_load(common.read_text())
     values.update(TINY[name])
     common.write_text(yaml.safe_dump(values, sort_keys=False))
+    sync_bundle(dst)
     return dst
 
 
@@ -40,7 +43,7 @@ def sha(path: Path) -> str:
 def bundle_cli_inference(bundle: Path, image: Path, out: Path) -> dict[str, str]:
     """The bundle's inference workflow from the command line, as the README shows it; its predictions.csv row."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           "['configs/common.yaml','configs/inference.yaml']", "--bundle_root", str(bundle),
+           "configs/inference.yaml", "--bundle_root", str(bundle),
            "--output_dir", str(out), "--input", str(image)]
     res = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
