@@ -26,6 +26,7 @@ import numpy as np
 
 from medclass.errors import FolderInUseError, RunMismatchError
 from medclass.files import atomic_json, remove_stale_temp_files
+from medclass.vocab import flag
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ class RunGuard:
 
     def __init__(self, workflow: str, folders: Mapping[str, Any] | None = None, enabled: bool = True,
                  lock: bool = True, skipped: Any = None) -> None:
-        from medclass.utils import flag
-
         self.workflow = str(workflow)
         self.folders = {str(k): Path(v) for k, v in (folders or {}).items() if v is not None and str(v) != ""}
         self.enabled = flag(enabled, "enabled")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medclass.errors import SettingError
+from medclass.vocab import TASKS, flag
 
 __all__ = ["check_settings", "CHECKS"]
 
@@ -61,8 +62,6 @@ def _choice(choices: tuple, example: str | None = None) -> Callable[[str, Any], 
 
 def _bool(example: str = "false") -> Callable[[str, Any], None]:
     def check(key: str, v: Any) -> None:
-        from medclass.utils import flag
-
         try:
             flag(v, key)
         except ValueError:
@@ -148,7 +147,7 @@ def _choices() -> dict[str, tuple]:
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "datalist": _existing_path("datalist file or folder (CSV, JSON, npz, class folders)", "/data/labels.csv"),
     "label_names": _label_names,
-    "task": _choice(("multilabel", "binary", "multiclass", None), "multilabel"),
+    "task": _choice((*TASKS, None), "multilabel"),
     "spatial_dims": _choice((2, 3), "2"),
     "image_size": _image_size,
     "in_channels": _int(1, "1"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset, cache_dtype_for, resolve_cache
-from medclass.utils import flag, optional  # noqa: F401  (optional is re-exported for bundle configs)
+from medclass.vocab import SPLIT_NAMES, canonical_split, flag, optional  # noqa: F401  (flag, optional: bundle configs)
 
 logger = logging.getLogger(__name__)
 
@@ -354,17 +354,16 @@ def distributed(network: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return DistributedDataParallel(network, device_ids=ids)
 
 
-_SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation", "validation": "validation",
-                  "test": "test"}
-
-
 def saliency_items(source=None, split: str = "test", data_args: dict | None = None, spatial_dims: int = 2) -> list[dict]:
     """Items ``{"image", "id"}`` for the saliency workflow: ``source`` as in :func:`inference_items`, or, when it
     is ``None``, the ``split`` (``train``/``val``/``test``) of the bundle's data."""
     if source is not None and str(source) != "":
         return inference_items(source, data_args=data_args, spatial_dims=spatial_dims)
-    key = _SPLIT_ALIASES.get(str(split).lower())
-    if key is None:
+    try:
+        key = canonical_split(split, "saliency_split")
+    except ValueError:
+        key = None
+    if key not in SPLIT_NAMES:
         raise ValueError(f"saliency_split must be train, val or test, got {split!r}")
     if not data_args:
         raise ValueError("the saliency workflow needs an input: set 'input' to an image, a folder or a datalist")

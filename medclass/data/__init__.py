@@ -30,8 +30,9 @@ from medclass.data.labels import (
     label_prevalence,
     labels_from_findings,
     normalize_name,
-    parse_label_value,
 )
+from medclass.vocab import parse_label_value  # noqa: E402  (the label words live in medclass.vocab)
+
 from medclass.data.medmnist import MEDMNIST_INFO, load_medmnist, medmnist_flag
 from medclass.data.split import (
     SPLIT_FILE_COLUMNS,

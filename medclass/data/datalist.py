@@ -27,15 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from medclass.data.labels import (
-    _STRING_VALUES,
-    CXR14_LABELS,
-    NO_FINDING,
-    FindingsParser,
-    normalize_name,
+from medclass.data.labels import CXR14_LABELS, NO_FINDING, FindingsParser, normalize_name
+from medclass.data.text import read_text_file
+from medclass.files import atomic_json
+from medclass.vocab import (
+    ALL_SPLIT,
+    IMAGE_EXTENSIONS,
+    LABEL_STRINGS,
+    SPLIT_ALIASES,
+    SPLIT_NAMES,
+    TASKS,
+    canonical_split,
     parse_label_value,
 )
-from medclass.data.text import read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -48,26 +52,8 @@ __all__ = [
     "load_datalist",
 ]
 
-#: Split names of a datalist, in order; a source without a split gives the single split ``"all"``.
-SPLIT_NAMES: tuple[str, ...] = ("training", "validation", "test")
-ALL_SPLIT = "all"
-#: ``"multilabel"``: C independent sigmoid labels; ``"binary"``: one sigmoid label; ``"multiclass"``: softmax.
-TASKS: tuple[str, ...] = ("multilabel", "binary", "multiclass")
-#: Image files a class-per-folder tree may hold (matched ignoring case).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".nii", ".nii.gz")
-# what inference accepts as an image/volume file (a superset: any format the readers open)
-READABLE_EXTENSIONS: tuple[str, ...] = IMAGE_EXTENSIONS + (".dicom", ".tif", ".tiff", ".bmp", ".nrrd", ".mha", ".mhd")
-
-_SPLIT_ALIASES = {
-    "train": "training",
-    "training": "training",
-    "val": "validation",
-    "valid": "validation",
-    "validation": "validation",
-    "test": "test",
-    "testing": "test",
-    "all": ALL_SPLIT,
-}
+#: What inference accepts as an image/volume file: the one list of :data:`medclass.vocab.IMAGE_EXTENSIONS`.
+READABLE_EXTENSIONS: tuple[str, ...] = IMAGE_EXTENSIONS
 _RESERVED_KEYS = ("image", "label", "id", "patient_id")
 
 _IMAGE_COLUMNS = ("image", "path", "Image Index", "filename", "file")
@@ -85,20 +71,6 @@ _CSV_OPTIONS = (
     "sep",
     "delimiter",
 )
-
-
-def canonical_split(name: str, where: str = "split") -> str:
-    """Map a split name (train/training, val/valid/validation, test/testing, all; any case) to its canonical form.
-
-    Raises:
-        ValueError: an unknown name; the message names ``where``.
-    """
-    key = str(name).strip().lower()
-    if key not in _SPLIT_ALIASES:
-        raise ValueError(
-            f"{where}: unknown split {name!r}; use train/training, val/valid/validation, test or all"
-        )
-    return _SPLIT_ALIASES[key]
 
 
 @dataclass(eq=False)
@@ -217,8 +189,6 @@ class Datalist:
                 entry["label"] = [None if math.isnan(v) else float(v) for v in item["label"].tolist()]
                 entries.append(entry)
             out[split] = entries
-        from medclass.files import atomic_json
-
         path = Path(path)
         atomic_json(path, out, indent=1)
         return path
@@ -562,7 +532,7 @@ def _load_csv(
     items: list[dict[str, Any]] = []
     missing: list[tuple[str, str]] = []
     missing_masks: list[tuple[str, str]] = []
-    string_values = _STRING_VALUES
+    string_values = LABEL_STRINGS
     c = len(names)
     for line, row in rows:
         where = f"{source} row {line}"
@@ -632,7 +602,7 @@ def _load_json(
         raise ValueError(f"{source}: the JSON top level must be an object with 'training'/'validation'/'test' lists")
     raw_splits: dict[str, tuple[str, list[Any]]] = {}
     for key, value in data.items():
-        canonical = _SPLIT_ALIASES.get(str(key).strip().lower())
+        canonical = SPLIT_ALIASES.get(str(key).strip().lower())
         if canonical is None:
             if isinstance(value, list) and value and isinstance(value[0], Mapping):
                 logger.warning("%s: ignoring top-level list %r (not a split name)", source, key)
@@ -819,7 +789,7 @@ def _load_folder(root: Path, label_names: Sequence[str] | None, task: str | None
         raise ValueError(f"{source}: no class folders (expected <root>/<class>/<images> or <root>/<split>/<class>/...)")
     split_dirs: dict[str, Path] = {}
     for d in subdirs:
-        canonical = _SPLIT_ALIASES.get(d.name.lower())
+        canonical = SPLIT_ALIASES.get(d.name.lower())
         if canonical is not None and canonical != ALL_SPLIT:
             if canonical in split_dirs:
                 raise ValueError(f"{source}: folders {split_dirs[canonical].name!r} and {d.name!r} are the same split")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medclass.errors import UnreadableImageError
+from medclass.vocab import flag
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ def screen_items(items: Sequence[dict], reader: Callable[[dict], Any] | None, sk
     Raises:
         UnreadableImageError: every item was unreadable.
     """
-    from medclass.utils import flag
-
     items = list(items)
     if not flag(skip, "skip_unreadable") or not items:
         return items

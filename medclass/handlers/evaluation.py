@@ -17,17 +17,13 @@ import torch
 from ignite.engine import Engine, Events
 
 from medclass.files import atomic_save, atomic_text, atomic_write
-from medclass.handlers.predictions import _ids, _rows
+from medclass.handlers.predictions import batch_ids, output_rows
 from medclass.metrics import MIN_POSITIVES, choose_thresholds, fit_temperature, probabilities, to_json
-from medclass.utils import flag
+from medclass.vocab import flag, resolve_thresholds, unwrap_model
 
 logger = logging.getLogger(__name__)
 
 THRESHOLDS_FILE = "thresholds.json"
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    return network.module if hasattr(network, "module") else network
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -183,26 +179,25 @@ class OperatingPointSelector:
         self._logits, self._labels, self._ids = [], [], []
 
     def _iteration(self, engine: Engine) -> None:
-        preds, labels = _rows(engine, "pred"), _rows(engine, "label")
+        preds, labels = output_rows(engine, "pred"), output_rows(engine, "label")
         if not preds:
             return
         if any(lbl is None for lbl in labels):
             raise ValueError(f"the {self.split} split has images without labels: operating points need labels")
-        self._ids += _ids(engine, "id", len(preds), len(self._ids))
+        self._ids += batch_ids(engine, "id", len(preds), len(self._ids))
         self._logits.append(np.stack([torch.as_tensor(p).detach().float().cpu().reshape(-1).numpy() for p in preds]))
         self._labels.append(np.stack([torch.as_tensor(v).detach().float().cpu().reshape(-1).numpy() for v in labels]))
 
     def _complete(self, engine: Engine) -> None:
         if not self._logits:
             raise ValueError(f"the {self.split} split is empty: no data to choose operating points on")
-        net = _unwrap(self.network)
+        net = unwrap_model(self.network)
         logits, labels = np.concatenate(self._logits), np.concatenate(self._labels)
         if logits.shape[1] != len(self.label_names):
             raise ValueError(f"the model returns {logits.shape[1]} outputs for {len(self.label_names)} labels")
         temperature = fit_temperature(logits, labels, self.task) if self.temperature_scaling else 1.0
         probs = probabilities(logits, self.task, temperature)
-        stored = net.thresholds.detach().cpu().double().numpy() if hasattr(net, "thresholds") else \
-            np.full(len(self.label_names), 0.5)
+        stored = resolve_thresholds(None, net, self.label_names)
         if self.task == "multiclass":
             chosen = [{"label": n, "method": "argmax", "threshold": None} for n in self.label_names]
             thresholds = stored

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from medclass.files import temp_path
+from medclass.files import AtomicStream
 from medclass.saliency import METHODS, _model_state, saliency_maps
 from medclass.transforms.post import Probabilitiesd
+from medclass.vocab import TASKS, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class SaliencyHandler:
         m = str(method).lower()
         if m not in METHODS and m not in ("gradcampp",):
             raise ValueError(f"unknown saliency method {method!r}; choose one of {list(METHODS)}")
-        if task not in ("multilabel", "binary", "multiclass"):
+        if task not in TASKS:
             raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
         if isinstance(targets, str):
             targets = [targets]
@@ -211,21 +212,15 @@ class SaliencyHandler:
             self.label_names = names
         elif names and names != self.label_names:
             raise ValueError(f"the loaded model was trained for labels {names}, but the config names {self.label_names}")
-        n = len(self.label_names)
-        if self.explicit_thresholds is not None:
-            t = np.broadcast_to(np.asarray(self.explicit_thresholds, dtype=np.float64), (n,)).copy()
-        elif hasattr(self.network, "thresholds"):
-            t = np.asarray(self.network.thresholds.detach().cpu(), dtype=np.float64)
-        else:
-            t = np.full(n, 0.5)
-        self.thresholds = t
+        self.thresholds = resolve_thresholds(self.explicit_thresholds, self.network, self.label_names)
         if self.targets:
             unknown = [x for x in self.targets if x not in self.label_names]
             if unknown:
                 raise ValueError(f"saliency targets {unknown} are not labels of the model {self.label_names}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.written, self._seen, self._tb_logged = [], 0, 0
-        self._index = open(temp_path(self.output_dir / "index.csv"), "w", encoding="utf-8")  # renamed when complete
+        self._index_file = AtomicStream(self.output_dir / "index.csv")  # replaces index.csv when the run completes
+        self._index = self._index_file.open()
         self._index.write("id,label,probability,method,map,png\n")
         if self.summary_writer is None and self.log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -235,9 +230,8 @@ class SaliencyHandler:
 
     def _complete(self, engine: Engine) -> None:
         if self._index is not None:
-            self._index.close()
+            self._index_file.commit()
             self._index = None
-            os.replace(temp_path(self.output_dir / "index.csv"), self.output_dir / "index.csv")
         if self._own_writer and self.summary_writer is not None:
             self.summary_writer.close()
             self.summary_writer, self._own_writer = None, False

@@ -34,7 +34,9 @@ from medclass.engines import autocast_context, resolve_precision
 from medclass.errors import user_error
 from medclass.label.safety import config_code
 from medclass.transforms import input_geometry
-from medclass.utils import flag
+from medclass import vocab
+from medclass.files import atomic_write
+from medclass.vocab import flag, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -46,25 +48,9 @@ class InputImageError(ValueError):
 
 
 def parse_label_value(value: Any, where: str) -> float:
-    """An image-level label value: 1/0 (also true/false, yes/no, positive/negative) or unknown (None, "", NaN)."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and math.isnan(value):
-            return math.nan
-        if value in (0, 1):
-            return float(value)
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("", "nan", "none", "null", "unknown", "-1", "u"):
-            return math.nan
-        if v in ("1", "1.0", "true", "yes", "positive", "pos"):
-            return 1.0
-        if v in ("0", "0.0", "false", "no", "negative", "neg"):
-            return 0.0
-    raise ValueError(f"{where}: label value {value!r} is not 1/0 (true/false) or empty for unknown")
+    """An image-level label value from a client: :func:`medclass.vocab.parse_label_value` with its yes/no words
+    (1/0, true/false, yes/no, positive/negative; unknown: None, "", NaN, -1, unknown)."""
+    return vocab.parse_label_value(value, where, words=True)
 
 
 def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapping[str, float]]],
@@ -80,7 +66,7 @@ def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapp
         The number of rows written.
     """
     n = 0
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "id", *label_names])
         for image, image_id, labels in rows:
@@ -322,7 +308,7 @@ class BundleModel:
                 raise InputImageError(str(user)) from exc
             raise
         probs = served.probabilities(pre)
-        thresholds = np.asarray(served.network.thresholds.detach().float().cpu(), dtype=np.float64)
+        thresholds = resolve_thresholds(None, served.network, self.label_names)
         dec = decisions(probs.reshape(1, -1), thresholds, self.task)[0]
         labels = [
             {"name": n, "probability": float(probs[i]), "prediction": int(dec[i]), "threshold": float(thresholds[i])}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medclass.metrics import MIN_POSITIVES, evaluate_predictions, group_values, to_json
+from medclass.vocab import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def build_report(
     op = _load_json(folder / "thresholds.json")
     task = task or settings.get("task") or (op or {}).get("task") or previous.get("task") or \
         _infer_task(pred["labels"], pred["probs"])
-    if task not in ("multilabel", "binary", "multiclass"):
+    if task not in TASKS:
         raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
     settings.update({k: v for k, v in dict(task=task, n_bootstrap=n_bootstrap, seed=seed, n_bins=n_bins,
                                             saliency_max=saliency_max, min_positives=min_positives).items()

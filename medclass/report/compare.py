@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medclass.files import atomic_json, atomic_write
 from medclass.metrics import MIN_POSITIVES, delong_test, mcnemar_test, sparse_reason, to_json
 
 logger = logging.getLogger(__name__)
@@ -128,8 +129,9 @@ def compare_evaluations(eval_a: str | os.PathLike, eval_b: str | os.PathLike, ou
         od = Path(out_dir)
         od.mkdir(parents=True, exist_ok=True)
         _write_csv(od / "compare.csv", rows)
-        (od / "compare.json").write_text(json.dumps(to_json(out), indent=2, allow_nan=False))
-        (od / "compare.png").write_bytes(compare_figure(out))
+        atomic_json(od / "compare.json", to_json(out), allow_nan=False)
+        with atomic_write(od / "compare.png", "wb") as f:
+            f.write(compare_figure(out))
         logger.info("comparison written to %s", od)
     return out
 
@@ -141,13 +143,11 @@ def _cell(v: Any) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(COMPARE_COLUMNS)
         for r in rows:
             w.writerow([_cell(r[c]) for c in COMPARE_COLUMNS])
-    os.replace(tmp, path)
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medclass.files import atomic_json
 from medclass.metrics import to_json
 from medclass.metrics.shift import image_stats, intensity_shift, prevalence_shift, summarize_images
 from medclass.report import EXTERNAL_FILE
@@ -126,9 +127,7 @@ def prepare_external(folder: str | os.PathLike, items: Sequence[Mapping], thresh
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_json(obj), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    atomic_json(path, to_json(obj), allow_nan=False)
 
 
 def _figures(m: Mapping) -> dict[str, Any]:
