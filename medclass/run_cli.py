@@ -19,6 +19,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from medclass.bundle_tools import config_files
+from medclass.errors import console_without_tracebacks, interrupt_message, user_message
+from medclass.logconf import check_logging_file
+
 __all__ = ["main", "parse_overrides", "WORKFLOW_FILES"]
 
 logger = logging.getLogger(__name__)
@@ -79,9 +83,6 @@ def _write_error_log(bundle: Path, argv: list[str], text: str) -> str:
 
 def main(argv: list[str]) -> int:
     """Run the workflow; returns the exit status (0 done, 1 error, 2 usage, 130 Ctrl-C)."""
-    from medclass.errors import user_message
-    from medclass.runs import interrupt_message
-
     argv = list(argv)
     debug = "--debug" in argv
     args = [a for a in argv if a != "--debug"]
@@ -119,10 +120,6 @@ def main(argv: list[str]) -> int:
 
 def _run(bundle: Path, workflow: str, overrides: dict[str, Any], debug: bool) -> int:
     from monai.bundle import ConfigWorkflow
-
-    from medclass.bundle_tools import config_files
-    from medclass.errors import console_without_tracebacks
-    from medclass.logconf import check_logging_file
 
     if not (bundle / "configs" / "common.yaml").is_file():
         raise FileNotFoundError(

@@ -15,8 +15,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from medclass.data.cache import CACHE_DTYPES, CACHES, parse_bytes
+from medclass.engines import PRECISIONS
 from medclass.errors import SettingError
+from medclass.networks.factory import ARCHS, CONVS, STEMS
+from medclass.runs import resume_mode
+from medclass.transforms.presets import AUGMENT_ON, PRESETS
 from medclass.vocab import TASKS, flag
+from medclass.workflow import LOADERS
 
 __all__ = ["check_settings", "CHECKS"]
 
@@ -125,8 +131,6 @@ def _dilate(key: str, v: Any) -> None:
 
 
 def _memory_budget(key: str, v: Any) -> None:
-    from medclass.data.cache import parse_bytes
-
     try:
         parse_bytes(v)
     except ValueError:
@@ -134,12 +138,6 @@ def _memory_budget(key: str, v: Any) -> None:
 
 
 def _choices() -> dict[str, tuple]:
-    from medclass.engines import PRECISIONS
-    from medclass.networks.factory import ARCHS, CONVS, STEMS
-    from medclass.transforms.presets import AUGMENT_ON, PRESETS
-    from medclass.data.cache import CACHE_DTYPES, CACHES
-    from medclass.workflow import LOADERS
-
     return {"arch": ARCHS, "stem": STEMS, "conv": CONVS, "precision": PRECISIONS, "augment_on": AUGMENT_ON,
             "preset": tuple(PRESETS), "cache": CACHES, "cache_dtype": CACHE_DTYPES, "loader": LOADERS}
 
@@ -206,7 +204,5 @@ def check_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:
         raise SettingError(f"setting image_size: {list(size)} has {len(size)} values but spatial_dims is {dims}; give "
                            f"one size per axis, e.g. --image_size \"{[size[0]] * dims}\"")
     if "resume" in settings:
-        from medclass.runs import _resume_mode
-
-        _resume_mode(settings["resume"])
+        resume_mode(settings["resume"])
     return settings
