@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from medclass.data.datalist import Datalist
 from medclass.errors import UnreadableImageError
+from medclass.files import atomic_write
+from medclass.transforms.checks import check_image_content
 from medclass.vocab import flag
 
 logger = logging.getLogger(__name__)
@@ -72,29 +75,12 @@ class SkipList:
             if self.path.exists():
                 self.path.unlink()
             return
-        from medclass.files import atomic_write
-
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(HEADER)
         w.writerows(self.rows)
         with atomic_write(self.path, newline="") as f:
             f.write(buf.getvalue())
-
-
-def check_image_content(image: Any, name: str) -> None:
-    """Raise :class:`UnreadableImageError` naming ``name`` when the image is empty, constant or non-finite."""
-    arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
-    if arr.size == 0:
-        raise UnreadableImageError(f"{name}: empty image (shape {tuple(arr.shape)})")
-    finite = np.isfinite(arr)
-    if not finite.all():
-        raise UnreadableImageError(f"{name}: {int((~finite).sum())} NaN/Inf pixel value(s)")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo == hi:
-        raise UnreadableImageError(
-            f"{name}: blank image (every pixel is {lo:g}); remove it from the data, or set skip_unreadable: true "
-            "to leave such images out")
 
 
 def _name(item: dict, key: str) -> str:
@@ -157,8 +143,6 @@ def drop_missing_files(data: Any, skipped: SkipList | None = None, source: str =
     Raises:
         FileNotFoundError: not one image file exists (a wrong ``dataset_dir`` more likely than missing files).
     """
-    from medclass.data.datalist import Datalist
-
     lost_rows: list[tuple[str, str, str]] = []
     lost_pos = np.zeros(len(data.label_names))
     kept_splits: dict[str, list[dict]] = {}

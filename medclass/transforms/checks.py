@@ -8,10 +8,28 @@ import os
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["RequireContentd"]
+from medclass.errors import UnreadableImageError
+
+__all__ = ["RequireContentd", "check_image_content"]
+
+
+def check_image_content(image: Any, name: str) -> None:
+    """Raise :class:`UnreadableImageError` naming ``name`` when the image is empty, constant or non-finite."""
+    arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    if arr.size == 0:
+        raise UnreadableImageError(f"{name}: empty image (shape {tuple(arr.shape)})")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise UnreadableImageError(f"{name}: {int((~finite).sum())} NaN/Inf pixel value(s)")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise UnreadableImageError(
+            f"{name}: blank image (every pixel is {lo:g}); remove it from the data, or set skip_unreadable: true "
+            "to leave such images out")
 
 
 class RequireContentd(MapTransform):
@@ -26,8 +44,6 @@ class RequireContentd(MapTransform):
         super().__init__(keys, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        from medclass.data.skipped import check_image_content
-
         for key in self.key_iterator(data):
             img = data[key]
             meta = getattr(img, "meta", {}) or {}
