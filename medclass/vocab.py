@@ -208,7 +208,8 @@ def unwrap_model(network: Any) -> Any:
     return network.module if hasattr(network, "module") else network
 
 
-def resolve_thresholds(explicit: float | Sequence[float] | None, network: Any, label_names: Sequence[str]) -> np.ndarray:
+def resolve_thresholds(explicit: float | Sequence[float] | None, network: Any,
+                       label_names: Sequence[str]) -> np.ndarray:
     """The decision thresholds to use, one per label: ``explicit`` when given (a float or one per label), else the
     ``thresholds`` buffer of the (unwrapped) ``network``, else :data:`DEFAULT_THRESHOLD`.
 

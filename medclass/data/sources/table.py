@@ -199,7 +199,8 @@ class TableSource(DatalistSource):
             self._table = read_table(self.location, self.options.get("delimiter"))
         return self._table
 
-    def column(self, keys: Mapping[str, int], option: str, candidates: Sequence[str], required: bool = False) -> int | None:
+    def column(self, keys: Mapping[str, int], option: str, candidates: Sequence[str],
+               required: bool = False) -> int | None:
         """The column the option names (it must exist), else the first of ``candidates`` present."""
         given = self.options.get(option)
         if given is not None:
