@@ -20,7 +20,8 @@ from medclass.engines import PRECISIONS
 from medclass.errors import SettingError
 from medclass.networks.factory import ARCHS, CONVS, STEMS
 from medclass.runs import resume_mode
-from medclass.transforms.presets import AUGMENT_ON, PRESETS
+from medclass.transforms.augment import AUGMENT_ON
+from medclass.transforms.presets import PRESETS
 from medclass.vocab import TASKS, flag
 from medclass.workflow import LOADERS
 
