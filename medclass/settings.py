@@ -18,7 +18,7 @@ from typing import Any
 from medclass.data.cache import CACHE_DTYPES, CACHES, parse_bytes
 from medclass.engines import PRECISIONS
 from medclass.errors import SettingError
-from medclass.networks.factory import ARCHS, CONVS, STEMS
+from medclass.networks.spec import ARCHS, CONVS, STEMS
 from medclass.runs import resume_mode
 from medclass.transforms.augment import AUGMENT_ON
 from medclass.transforms.presets import PRESETS
