@@ -30,12 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from medclass import vocab
+from medclass.bundle_tools import config_files
 from medclass.engines import autocast_context, resolve_precision
 from medclass.errors import user_error
-from medclass.label.safety import config_code
-from medclass.transforms import input_geometry
-from medclass import vocab
 from medclass.files import atomic_write
+from medclass.label.safety import config_code
+from medclass.metrics import decisions
+from medclass.saliency import saliency_maps
+from medclass.transforms import input_geometry
 from medclass.vocab import flag, resolve_thresholds
 
 logger = logging.getLogger(__name__)
@@ -182,8 +185,6 @@ class BundleModel:
                  name: str | None = None) -> None:
         from monai.bundle import ConfigParser
 
-        from medclass.bundle_tools import config_files
-
         self.bundle_dir = Path(bundle_dir).expanduser().resolve()
         if not (self.bundle_dir / "configs" / "common.yaml").is_file():
             raise ValueError(f"{self.bundle_dir}: not a medclass bundle (no configs/common.yaml)")
@@ -291,8 +292,6 @@ class BundleModel:
             InputImageError: the image cannot be read or does not suit the bundle (message names the problem).
             FileNotFoundError: the bundle has no trained model.
         """
-        from medclass.metrics import decisions
-
         image = Path(image)
         method = self.saliency_method if method is None else method
         fmt = saliency_format or ("png" if self.spatial_dims == 2 and not _volume_file(image) else "nifti")
@@ -341,8 +340,6 @@ class BundleModel:
         """The saliency map of label ``target`` on the input image's grid (see :meth:`predict` for ``fmt``)."""
         from monai.data import MetaTensor
         from monai.transforms import ResampleToMatch
-
-        from medclass.saliency import saliency_maps
 
         x = pre.unsqueeze(0) if pre.dim() == self.spatial_dims + 1 else pre
         param = next(network.parameters())
