@@ -21,7 +21,6 @@ import numpy as np
 from medclass.data.datalist import Datalist
 from medclass.errors import UnreadableImageError
 from medclass.files import atomic_write
-from medclass.transforms.checks import check_image_content
 from medclass.vocab import flag
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,21 @@ class SkipList:
         w.writerows(self.rows)
         with atomic_write(self.path, newline="") as f:
             f.write(buf.getvalue())
+
+
+def check_image_content(image: Any, name: str) -> None:
+    """Raise :class:`UnreadableImageError` naming ``name`` when the image is empty, constant or non-finite."""
+    arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    if arr.size == 0:
+        raise UnreadableImageError(f"{name}: empty image (shape {tuple(arr.shape)})")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise UnreadableImageError(f"{name}: {int((~finite).sum())} NaN/Inf pixel value(s)")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise UnreadableImageError(
+            f"{name}: blank image (every pixel is {lo:g}); remove it from the data, or set skip_unreadable: true "
+            "to leave such images out")
 
 
 def _name(item: dict, key: str) -> str:

@@ -16,9 +16,21 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.data import label_matrix
 from medclass.files import atomic_save, atomic_text, atomic_write
 from medclass.handlers.predictions import batch_ids, output_rows
-from medclass.metrics import MIN_POSITIVES, choose_thresholds, fit_temperature, probabilities, to_json
+from medclass.metrics import (
+    MIN_POSITIVES,
+    choose_thresholds,
+    fit_temperature,
+    operating_point_specs,
+    probabilities,
+    to_json,
+)
+from medclass.networks import Classifier
+from medclass.report import annotate_predictions, build_report, check_subgroups
+from medclass.report.external import prepare_external
+from medclass.report.shortcuts import write_shortcuts
 from medclass.vocab import flag, resolve_thresholds, unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -47,8 +59,6 @@ def stored_provenance(model_path: str | os.PathLike) -> dict[str, Any] | None:
         ``{"split", "operating_point", "min_positives", "labels": {label: {"chosen_by", "method", "fallback",
         "threshold"}}}`` as :func:`store_operating_point` wrote it.
     """
-    from medclass.networks import Classifier
-
     state = torch.load(Path(model_path), map_location="cpu", weights_only=True)
     extra = state.get("_extra_state") if isinstance(state, dict) else None
     if extra is None:
@@ -77,8 +87,6 @@ def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[fl
     state["thresholds"] = torch.as_tensor(list(thresholds), dtype=old.dtype)
     state["temperature"] = torch.tensor([float(temperature)], dtype=torch.float32)
     if provenance is not None and "_extra_state" in state:
-        from medclass.networks import Classifier
-
         meta = dict(Classifier.decode_extra_state(state["_extra_state"]))
         meta[PROVENANCE_KEY] = dict(provenance)
         state["_extra_state"] = _encode_metadata(meta)
@@ -87,8 +95,6 @@ def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[fl
 
 def _prevalence(items: Sequence[Mapping], n_labels: int) -> list[float]:
     """Per-label prevalence among the items with a known value (``nan`` where none is known)."""
-    from medclass.data import label_matrix
-
     y = label_matrix(list(items), num_labels=n_labels) if items else np.full((0, n_labels), np.nan)
     known = (~np.isnan(y)).sum(axis=0)
     pos = (y == 1).sum(axis=0)
@@ -151,8 +157,6 @@ class OperatingPointSelector:
         self.task = task
         self.operating_point = None if operating_point in (None, "", "null", "none", "keep") else operating_point
         if self.operating_point is not None:
-            from medclass.metrics import operating_point_specs
-
             operating_point_specs(self.operating_point, self.label_names)  # fail early on a bad spec
         self.temperature_scaling = flag(temperature_scaling, "temperature_scaling")
         self.model_path = Path(model_path) if model_path else None
@@ -322,8 +326,6 @@ class EvaluationWriter:
         self.enabled = flag(enabled, "enabled")
         self.metrics: dict[str, Any] | None = None
         if self.items is not None:
-            from medclass.report import check_subgroups
-
             check_subgroups(self.items, self.subgroups)  # a wrong column stops before any inference
 
     def attach(self, engine: Engine) -> None:
@@ -339,17 +341,11 @@ class EvaluationWriter:
     def _complete(self, engine: Engine) -> None:
         if not self.enabled:
             return
-        from medclass.report import annotate_predictions, build_report
-
         if self.items is not None:
             annotate_predictions(self.output_dir / "predictions.csv", self.items, self.subgroups)
         if self.external is not None:
-            from medclass.report.external import prepare_external
-
             prepare_external(self.output_dir, self.items or [], **self.external)
         if self.preprocessing is not None and self.items is not None:
-            from medclass.report.shortcuts import write_shortcuts
-
             write_shortcuts(self.output_dir, self.items, self.preprocessing)
         self.metrics = build_report(self.output_dir, task=self.task, subgroups=self.subgroups,
                                     n_bootstrap=self.n_bootstrap, seed=self.seed, n_bins=self.n_bins,

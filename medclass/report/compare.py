@@ -20,6 +20,7 @@ import numpy as np
 
 from medclass.files import atomic_json, atomic_write
 from medclass.metrics import MIN_POSITIVES, delong_test, mcnemar_test, sparse_reason, to_json
+from medclass.report.build import read_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ def _examples(values, k: int = 5) -> str:
 
 
 def _load(folder: Path) -> dict[str, Any]:
-    from medclass.report import read_predictions
-
     pred = read_predictions(folder / "predictions.csv")
     if pred["labels"] is None:
         raise ValueError(f"{folder / 'predictions.csv'}: no label_<label> columns; a comparison needs labels")

@@ -35,12 +35,14 @@ import numpy as np
 
 from medclass.files import atomic_json
 from medclass.metrics import to_json
-from medclass.report import SHORTCUTS_FILE
 from medclass.report.tables import fmt, table
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["border_mask", "shortcut_shares", "shortcuts_html", "summarize_shortcuts", "text_mask", "write_shortcuts"]
+
+#: written under ``saliency/`` by the evaluation writer when saliency maps exist (border / text shares)
+SHORTCUTS_FILE = "shortcuts.json"
 
 DEFAULTS = {"border": 0.08, "bright": 0.8, "contrast": 0.3, "corner": 0.25, "max_blob": 0.02, "flag_at": 0.5,
             "min_maps": 3}

@@ -8,28 +8,12 @@ import os
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from medclass.errors import UnreadableImageError
+from medclass.data.skipped import check_image_content
 
-__all__ = ["RequireContentd", "check_image_content"]
-
-
-def check_image_content(image: Any, name: str) -> None:
-    """Raise :class:`UnreadableImageError` naming ``name`` when the image is empty, constant or non-finite."""
-    arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
-    if arr.size == 0:
-        raise UnreadableImageError(f"{name}: empty image (shape {tuple(arr.shape)})")
-    finite = np.isfinite(arr)
-    if not finite.all():
-        raise UnreadableImageError(f"{name}: {int((~finite).sum())} NaN/Inf pixel value(s)")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo == hi:
-        raise UnreadableImageError(
-            f"{name}: blank image (every pixel is {lo:g}); remove it from the data, or set skip_unreadable: true "
-            "to leave such images out")
+__all__ = ["RequireContentd"]
 
 
 class RequireContentd(MapTransform):
