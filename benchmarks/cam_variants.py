@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from saliency import detected_flags, parse_settings, phantom_cases, pointing_scores  # noqa: E402
 
 from medclass.saliency import (  # noqa: E402
-    CAM_WEIGHTINGS, _cam, _model_state, _upsample, normalize_maps, resolve_target_layer,
+    CAM_WEIGHTINGS, model_state, normalize_maps, resolve_target_layer, upsample,
 )
+from medclass.saliency.methods import cam as layer_cam  # noqa: E402
 
 KINDS = tuple(k for k in CAM_WEIGHTINGS if k != "gradcam++")
 
@@ -47,8 +48,8 @@ KINDS = tuple(k for k in CAM_WEIGHTINGS if k != "gradcam++")
 def raw_cam(net, x: torch.Tensor, idx: torch.Tensor, layer: str, kind: str):
     """The CAM of ``kind`` on ``layer``'s grid ``(B, *grid)`` for target indices ``idx`` ``(B, 1)``, and the grid's
     per-dim ``(stride, offset)`` in the input (medclass.saliency's own CAM with another weighting)."""
-    with _model_state(net):
-        cam, _, _, geo = _cam(net, x, idx, resolve_target_layer(net, layer), kind, x.dim() - 2)
+    with model_state(net):
+        cam, _, _, geo = layer_cam(net, x, idx, resolve_target_layer(net, layer), kind, x.dim() - 2)
     return cam[:, 0], geo
 
 
@@ -82,7 +83,7 @@ def stitched_cam(net, x: torch.Tensor, idx: torch.Tensor, layer: str, kind: str,
 def variant_maps(net, x: torch.Tensor, idx: torch.Tensor, layer: str, kind: str, step: int | None) -> torch.Tensor:
     """One variant's maps ``(B, *spatial)``, each min-max scaled to ``[0, 1]`` as ``saliency_maps`` does."""
     cam, geo = stitched_cam(net, x, idx, layer, kind, step)
-    return normalize_maps(_upsample(cam[:, None], x.shape[2:], geo))[:, 0]
+    return normalize_maps(upsample(cam[:, None], x.shape[2:], geo))[:, 0]
 
 
 def parse_variant(spec: str) -> list[tuple[str, str, int | None]]:

@@ -144,7 +144,7 @@ def phase_bare(args, dims: int, npz: Path, work: Path) -> dict:
     import torch
 
     from medclass.engines import _channels_last_format, autocast_context, resolve_precision
-    from medclass.utils import flag
+    from medclass.vocab import flag
 
     wf = _parse_bundle(dims, _overrides(args, dims, npz, work))
     parser = wf.parser

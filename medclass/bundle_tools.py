@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from medclass.errors import SettingError
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "metadata_schema.json"
@@ -129,8 +131,6 @@ def check_values(bundle_root: str | os.PathLike, common_sha256: str | None) -> N
     Raises:
         medclass.errors.SettingError: ``common.yaml`` was edited after ``medclass sync-bundles`` copied it.
     """
-    from medclass.errors import SettingError
-
     common = Path(bundle_root) / "configs" / VALUES
     if common_sha256 and common.is_file() and _sha256(common) != common_sha256:
         raise SettingError(

@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from medclass.vocab import TASKS
+
 
 def _verify(args) -> int:
     from medclass import bundle_tools as bt
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("datalist")
     p.add_argument("--dataset-dir", default=None)
     p.add_argument("--labels", default=None, help="comma-separated label names")
-    p.add_argument("--task", default=None, choices=["multilabel", "binary", "multiclass"])
+    p.add_argument("--task", default=None, choices=list(TASKS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resplit", action="store_true", help="pool the given splits and re-split by patient")
     p.add_argument("--no-check-files", action="store_true", help="do not check that image files exist")
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="rebuild metrics.json, per_label.csv, plots and report.html of an evaluation "
                                       "folder from its predictions.csv (with labels) and thresholds.json")
     p.add_argument("folder", type=Path)
-    p.add_argument("--task", default=None, choices=["multilabel", "binary", "multiclass"],
+    p.add_argument("--task", default=None, choices=list(TASKS),
                    help="default: the folder's earlier settings, else inferred from the labels")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: as before, or 1000)")
     p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: as before, or 0)")

@@ -19,7 +19,19 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "MedclassError", "SettingError", "RunMismatchError", "FolderInUseError", "DiskFullError",
     "UnreadableImageError", "user_error", "user_message", "install_excepthook", "console_without_tracebacks",
+    "ACTIVE_RUNS", "interrupt_message",
 ]
+
+#: The runs in progress in this process (:class:`medclass.runs.RunGuard` adds and removes itself): Ctrl-C's line
+#: names what the latest one saved.
+ACTIVE_RUNS: list = []
+
+
+def interrupt_message() -> str:
+    """The one line printed when Ctrl-C stops a run: what was saved and how to continue."""
+    if ACTIVE_RUNS:
+        return ACTIVE_RUNS[-1].interrupt_message()
+    return "medclass: stopped by Ctrl-C before the run started; nothing was written."
 
 
 class MedclassError(Exception):
@@ -150,8 +162,6 @@ def _running_monai_bundle() -> bool:
 
 
 def _hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-    from medclass.runs import interrupt_message
-
     if issubclass(kind, KeyboardInterrupt):
         print(interrupt_message(), file=sys.stderr, flush=True)
         return

@@ -22,8 +22,8 @@ from medclass.errors import DiskFullError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_write", "atomic_save", "atomic_text", "atomic_json", "temp_path", "remove_stale_temp_files",
-           "free_space", "human_bytes", "disk_full_error"]
+__all__ = ["atomic_write", "atomic_save", "atomic_text", "atomic_json", "AtomicStream", "temp_path",
+           "remove_stale_temp_files", "free_space", "human_bytes", "disk_full_error"]
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 TEMP_SUFFIX = ".tmp"
@@ -97,6 +97,65 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
         if cause is not None:
             raise disk_full_error(path, cause) from exc
         raise
+
+
+class AtomicStream:
+    """A file written bit by bit over a run (e.g. one CSV row per batch) that replaces ``path`` only at
+    :meth:`commit`: until then the rows go to :func:`temp_path`, so a run that fails leaves the previous file.
+
+    Args:
+        path: the file to write.
+        what: how to name the file in errors (default: its name).
+        open_kwargs: passed to :func:`open` (text mode; ``newline``, ``encoding``; UTF-8 by default).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str | None = None, **open_kwargs: Any) -> None:
+        self.path = Path(path)
+        self.tmp = temp_path(self.path)
+        self.what = what or self.path.name
+        self.open_kwargs = {"encoding": "utf-8", **open_kwargs}
+        self.file: IO | None = None
+
+    def open(self) -> IO:
+        """Start (or restart) the temporary file; returns it."""
+        self.discard()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(self.path)
+        self.file = open(self.tmp, "w", **self.open_kwargs)  # noqa: SIM115 - closed by commit() / discard()
+        return self.file
+
+    def failed(self, exc: OSError) -> None:
+        """Give up after a failed write: remove the temporary file and raise (a full disk as
+        :class:`~medclass.errors.DiskFullError`)."""
+        self.discard()
+        if exc.errno in _NO_SPACE:
+            raise disk_full_error(self.path, exc) from exc
+        raise exc
+
+    def commit(self) -> Path:
+        """Flush the temporary file to disk and rename it over ``path``."""
+        if self.file is not None:
+            try:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+            except OSError as exc:
+                self.failed(exc)
+            self.file = None
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{self.path}: cannot write {self.what} ({exc.strerror})") from exc
+        return self.path
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, if any (``path`` is left as it was)."""
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
 
 def _no_space(exc: BaseException) -> OSError | None:

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medclass.vocab import TASKS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -27,7 +29,6 @@ __all__ = [
     "pos_weight_from_labels",
 ]
 
-TASKS: tuple[str, ...] = ("multilabel", "binary", "multiclass")
 LOSS_NAMES: tuple[str, ...] = ("auto", "bce", "focal", "ce")
 _REDUCTIONS = ("mean", "sum", "none")
 

@@ -20,17 +20,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from medclass.bundle_tools import WORKFLOW_FILES, config_files
+from medclass.errors import console_without_tracebacks, interrupt_message, user_message
+from medclass.logconf import check_logging_file
+
 __all__ = ["main", "parse_overrides", "WORKFLOW_FILES"]
 
 logger = logging.getLogger(__name__)
 
-WORKFLOW_FILES = {
-    "train": ("train.yaml",),
-    "evaluate": ("evaluate.yaml",),
-    "inference": ("inference.yaml",),
-    "saliency": ("saliency.yaml",),
-    "multi_gpu_train": ("train.yaml", "multi_gpu_train.yaml"),
-}
 ERROR_LOG = Path("logs") / "medclass-error.log"
 USAGE = ("usage: medclass run {" + ",".join(WORKFLOW_FILES) + "} [--debug] [--KEY VALUE ...]\n"
          "Runs configs/inference.yaml + configs/WORKFLOW.yaml of the bundle in the working directory (or "
@@ -80,9 +77,6 @@ def _write_error_log(bundle: Path, argv: list[str], text: str) -> str:
 
 def main(argv: list[str]) -> int:
     """Run the workflow; returns the exit status (0 done, 1 error, 2 usage, 130 Ctrl-C)."""
-    from medclass.errors import user_message
-    from medclass.runs import interrupt_message
-
     argv = list(argv)
     debug = "--debug" in argv
     args = [a for a in argv if a != "--debug"]
@@ -120,10 +114,6 @@ def main(argv: list[str]) -> int:
 
 def _run(bundle: Path, workflow: str, overrides: dict[str, Any], debug: bool) -> int:
     from monai.bundle import ConfigWorkflow
-
-    from medclass.bundle_tools import config_files
-    from medclass.errors import console_without_tracebacks
-    from medclass.logconf import check_logging_file
 
     if not (bundle / "configs" / "inference.yaml").is_file():
         raise FileNotFoundError(

@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from medclass.errors import FolderInUseError, RunMismatchError
+from medclass.errors import ACTIVE_RUNS, FolderInUseError, RunMismatchError, SettingError
+from medclass.errors import interrupt_message  # noqa: F401  (re-exported: medclass.runs.interrupt_message)
 from medclass.files import atomic_json, remove_stale_temp_files
+from medclass.vocab import flag
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ NOT_TRAINING_SETTINGS = frozenset({
     "saliency_method",
 })
 
-_ACTIVE: list[RunGuard] = []  # runs started in this process, for the Ctrl-C message
 
 
 class FolderLock:
@@ -119,8 +120,6 @@ class RunGuard:
 
     def __init__(self, workflow: str, folders: Mapping[str, Any] | None = None, enabled: bool = True,
                  lock: bool = True, skipped: Any = None) -> None:
-        from medclass.utils import flag
-
         self.workflow = str(workflow)
         self.folders = {str(k): Path(v) for k, v in (folders or {}).items() if v is not None and str(v) != ""}
         self.enabled = flag(enabled, "enabled")
@@ -134,8 +133,8 @@ class RunGuard:
         """Lock every folder (or raise :class:`FolderInUseError` at once) and remove stale temporary files."""
         first = not self.started
         self.started = True
-        if self not in _ACTIVE:
-            _ACTIVE.append(self)
+        if self not in ACTIVE_RUNS:
+            ACTIVE_RUNS.append(self)
         if self.enabled and self.lock and not self.locks:
             seen = set()
             try:
@@ -178,8 +177,8 @@ class RunGuard:
     def finish(self) -> None:
         """Release the folders (the workflow's ``finalize``; safe to call more than once)."""
         self.release()
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
+        if self in ACTIVE_RUNS:
+            ACTIVE_RUNS.remove(self)
 
     def interrupt_message(self) -> str:
         """The Ctrl-C line for this run."""
@@ -277,7 +276,12 @@ def fingerprint_diff(saved: Mapping | None, now: Mapping) -> list[str]:
     return out or ["the saved run's fingerprint differs"]
 
 
-def _resume_mode(value: Any) -> str:
+def resume_mode(value: Any) -> str:
+    """The ``resume`` setting as ``\"auto\"`` or ``\"false\"``.
+
+    Raises:
+        SettingError: any other value.
+    """
     if isinstance(value, bool) or value is None:
         return "auto" if value else "false"
     text = str(value).strip().lower()
@@ -285,8 +289,6 @@ def _resume_mode(value: Any) -> str:
         return "auto"
     if text in ("false", "no", "off", "0", "none", "null"):
         return "false"
-    from medclass.errors import SettingError
-
     raise SettingError(f"setting resume: expected auto or false, got {value!r}; e.g. --resume false to start over")
 
 
@@ -317,7 +319,7 @@ class TrainingRun(RunGuard):
         super().__init__("train", {"ckpt_dir": ckpt_dir}, enabled, lock, skipped)
         self.ckpt_dir = Path(ckpt_dir)
         self.fingerprint = _jsonable(dict(fingerprint or {}))
-        self.mode = _resume_mode(resume)
+        self.mode = resume_mode(resume)
         self.best_path = self.ckpt_dir / best_filename
         self.last_path = self.ckpt_dir / last_filename
         self.checkpoint: dict | None = None  # the last.pt to continue, handed to the CheckpointManager
@@ -400,9 +402,3 @@ class TrainingRun(RunGuard):
         return (f"medclass: stopped by Ctrl-C before the first epoch ended: nothing was saved in {self.ckpt_dir}; "
                 "run the same command again to start the training.")
 
-
-def interrupt_message() -> str:
-    """The one line printed when Ctrl-C stops a run: what was saved and how to continue."""
-    if _ACTIVE:
-        return _ACTIVE[-1].interrupt_message()
-    return "medclass: stopped by Ctrl-C before the run started; nothing was written."

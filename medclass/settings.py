@@ -15,7 +15,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from medclass.data.cache import CACHE_DTYPES, CACHES, parse_bytes
+from medclass.engines import PRECISIONS
 from medclass.errors import SettingError
+from medclass.networks.spec import ARCHS, CONVS, STEMS
+from medclass.runs import resume_mode
+from medclass.transforms.augment import AUGMENT_ON
+from medclass.transforms.presets import PRESETS
+from medclass.vocab import TASKS, flag
+from medclass.workflow import LOADERS
 
 __all__ = ["check_settings", "CHECKS"]
 
@@ -61,8 +69,6 @@ def _choice(choices: tuple, example: str | None = None) -> Callable[[str, Any], 
 
 def _bool(example: str = "false") -> Callable[[str, Any], None]:
     def check(key: str, v: Any) -> None:
-        from medclass.utils import flag
-
         try:
             flag(v, key)
         except ValueError:
@@ -126,8 +132,6 @@ def _dilate(key: str, v: Any) -> None:
 
 
 def _memory_budget(key: str, v: Any) -> None:
-    from medclass.data.cache import parse_bytes
-
     try:
         parse_bytes(v)
     except ValueError:
@@ -135,12 +139,6 @@ def _memory_budget(key: str, v: Any) -> None:
 
 
 def _choices() -> dict[str, tuple]:
-    from medclass.engines import PRECISIONS
-    from medclass.networks.factory import ARCHS, CONVS, STEMS
-    from medclass.transforms.presets import AUGMENT_ON, PRESETS
-    from medclass.data.cache import CACHE_DTYPES, CACHES
-    from medclass.workflow import LOADERS
-
     return {"arch": ARCHS, "stem": STEMS, "conv": CONVS, "precision": PRECISIONS, "augment_on": AUGMENT_ON,
             "preset": tuple(PRESETS), "cache": CACHES, "cache_dtype": CACHE_DTYPES, "loader": LOADERS}
 
@@ -148,7 +146,7 @@ def _choices() -> dict[str, tuple]:
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "datalist": _existing_path("datalist file or folder (CSV, JSON, npz, class folders)", "/data/labels.csv"),
     "label_names": _label_names,
-    "task": _choice(("multilabel", "binary", "multiclass", None), "multilabel"),
+    "task": _choice((*TASKS, None), "multilabel"),
     "spatial_dims": _choice((2, 3), "2"),
     "image_size": _image_size,
     "in_channels": _int(1, "1"),
@@ -207,7 +205,5 @@ def check_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:
         raise SettingError(f"setting image_size: {list(size)} has {len(size)} values but spatial_dims is {dims}; give "
                            f"one size per axis, e.g. --image_size \"{[size[0]] * dims}\"")
     if "resume" in settings:
-        from medclass.runs import _resume_mode
-
-        _resume_mode(settings["resume"])
+        resume_mode(settings["resume"])
     return settings

@@ -12,8 +12,26 @@ from pathlib import Path
 
 import torch
 
+from medclass.data import (
+    MISSING_FILES,
+    apply_split_file,
+    drop_missing_files,
+    ensure_phantoms,
+    ensure_splits,
+    ensure_volume_phantoms,
+    find_images,
+    find_studies,
+    items_from_paths,
+    label_matrix,
+    load_datalist,
+    load_image_list,
+    log_split_report,
+    write_split_file,
+)
+from medclass.data import screen_items as screen
 from medclass.data.cache import CompactCacheDataset, CompactPersistentDataset, cache_dtype_for, resolve_cache
-from medclass.utils import flag, optional  # noqa: F401  (optional is re-exported for bundle configs)
+from medclass.losses import build_loss, pos_weight_from_labels
+from medclass.vocab import IMAGE_EXTENSIONS, SPLIT_NAMES, canonical_split, flag, optional  # noqa: F401  (configs)
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +74,6 @@ def prepare_data(
     Returns:
         A :class:`medclass.data.Datalist` with ``training``, ``validation`` and ``test`` splits.
     """
-    from medclass.data import (
-        MISSING_FILES,
-        drop_missing_files,
-        ensure_phantoms,
-        ensure_splits,
-        ensure_volume_phantoms,
-        load_datalist,
-        log_split_report,
-    )
-
     resplit, check_files = flag(resplit, "resplit"), flag(check_files, "check_files")
     missing_files = str(missing_files).lower()
     if missing_files not in MISSING_FILES:
@@ -83,15 +91,11 @@ def prepare_data(
     if skip_missing:
         data = drop_missing_files(data, skipped, source=str(datalist))
     if split_file is not None and str(split_file) != "":
-        from medclass.data import apply_split_file
-
         data = apply_split_file(data, split_file)
     else:
         data = ensure_splits(data, fractions=tuple(fractions), seed=seed, resplit=resplit)
     log_split_report(data.splits, data.label_names)
     if split_out is not None and str(split_out) != "" and _rank() == 0:
-        from medclass.data import write_split_file
-
         write_split_file(split_out, data.splits)
     return data
 
@@ -118,8 +122,6 @@ def external_items(datalist, dataset_dir=None, label_names: Sequence[str] | None
     Raises:
         ValueError: no datalist given, or ``output_dir`` is the internal evaluation folder.
     """
-    from medclass.data import load_datalist
-
     if datalist is None or str(datalist) == "":
         raise ValueError("external validation needs a datalist: set external_datalist (and external_dataset_dir)")
     if output_dir is not None and internal_dir is not None and \
@@ -148,9 +150,6 @@ def _on_rank0_first(fn):
 
 def loss_for(data, name: str = "auto", label_smoothing: float = 0.0, gamma: float = 2.0, pos_weight: bool = True):
     """The loss for ``data.task``; multi-label/binary BCE or focal get ``pos_weight`` from training prevalence."""
-    from medclass.data import label_matrix
-    from medclass.losses import build_loss, pos_weight_from_labels
-
     weight = None
     if pos_weight and data.task != "multiclass":
         weight = pos_weight_from_labels(label_matrix(data.splits["training"]))
@@ -158,39 +157,11 @@ def loss_for(data, name: str = "auto", label_smoothing: float = 0.0, gamma: floa
     return build_loss(data.task, name=name, pos_weight=weight, label_smoothing=label_smoothing, gamma=gamma)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    from medclass.data import READABLE_EXTENSIONS
-
-    files = [
-        p for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(READABLE_EXTENSIONS)
-    ]
+def _image_files(folder: Path) -> list[str]:
+    files = find_images(folder)
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(READABLE_EXTENSIONS)}) found")
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     return files
-
-
-def _is_dicom_name(name: str) -> bool:
-    return name.lower().endswith((".dcm", ".dicom"))
-
-
-def _studies(folder: Path) -> list[Path]:
-    """3D inputs under ``folder``: every folder holding two or more DICOM files is one series (one study);
-    NIfTI and other volume files, and lone DICOM files (multi-frame 3D), are one study each."""
-    from medclass.data import READABLE_EXTENSIONS
-
-    studies = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        visible = sorted(f for f in files if not f.startswith("."))
-        dicoms = [f for f in visible if _is_dicom_name(f)]
-        if len(dicoms) >= 2:
-            studies.append(Path(root))
-            visible = [f for f in visible if not _is_dicom_name(f)]
-        studies += [Path(root) / f for f in visible if f.lower().endswith(READABLE_EXTENSIONS)]
-    if not studies:
-        raise ValueError(f"{folder}: no volumes (NIfTI files, DICOM series folders or 3D DICOM files) found")
-    return studies
 
 
 def inference_items(source=None, data_args: dict | None = None, spatial_dims: int = 2) -> list[dict]:
@@ -220,15 +191,11 @@ def inference_items(source=None, data_args: dict | None = None, spatial_dims: in
         if not path.exists():
             raise FileNotFoundError(f"{path}: inference input does not exist")
         if path.is_dir():
-            paths = _studies(path) if int(spatial_dims) == 3 else _image_files(path)
+            paths = find_studies(path) if int(spatial_dims) == 3 else _image_files(path)
         elif path.name.lower().endswith((".csv", ".json", ".npz")):
-            from medclass.data import load_image_list
-
             return load_image_list(path, dataset_dir=dataset_dir)
         else:
             paths = [path]
-    from medclass.data import items_from_paths
-
     return items_from_paths(paths, source=str(source) if not isinstance(source, (list, tuple)) else "inputs")
 
 
@@ -317,8 +284,6 @@ def set_threads(num_threads: int | None = None) -> int:
 def screen_items(items, preprocessing=None, skip_unreadable=False, skipped=None) -> list[dict]:
     """``skip_unreadable: true``: the items without unreadable, empty, blank or non-finite images (recorded in
     ``skipped``); else the items unchanged. See :func:`medclass.data.screen_items`."""
-    from medclass.data import screen_items as screen
-
     return screen(items, preprocessing, skip=skip_unreadable, skipped=skipped)
 
 
@@ -354,17 +319,16 @@ def distributed(network: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return DistributedDataParallel(network, device_ids=ids)
 
 
-_SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation", "validation": "validation",
-                  "test": "test"}
-
-
 def saliency_items(source=None, split: str = "test", data_args: dict | None = None, spatial_dims: int = 2) -> list[dict]:
     """Items ``{"image", "id"}`` for the saliency workflow: ``source`` as in :func:`inference_items`, or, when it
     is ``None``, the ``split`` (``train``/``val``/``test``) of the bundle's data."""
     if source is not None and str(source) != "":
         return inference_items(source, data_args=data_args, spatial_dims=spatial_dims)
-    key = _SPLIT_ALIASES.get(str(split).lower())
-    if key is None:
+    try:
+        key = canonical_split(split, "saliency_split")
+    except ValueError:
+        key = None
+    if key not in SPLIT_NAMES:
         raise ValueError(f"saliency_split must be train, val or test, got {split!r}")
     if not data_args:
         raise ValueError("the saliency workflow needs an input: set 'input' to an image, a folder or a datalist")

@@ -148,7 +148,7 @@ def test_batch_equals_single_images_and_targets(arch, dims):
 @pytest.mark.parametrize("dims", [2, 3])
 def test_vit_tokens_map_to_their_patch(dims):
     """A signal in one patch changes exactly one token, which the token-to-grid reshape puts at that patch."""
-    from medclass.saliency import _to_spatial
+    from medclass.saliency import to_spatial as _to_spatial
 
     size, patch = ((16, 48), (8, 16)) if dims == 2 else ((8, 12, 16), (4, 4, 4))
     model = build_classifier("vit", dims, 1, 2, image_size=size, patch_size=patch, hidden_size=32, mlp_dim=64,
@@ -177,7 +177,7 @@ def test_vit_token_grid_follows_a_non_square_input():
         assert maps.shape == (1, 1, 16, 48)
     # a token layer whose token count does not match the grid is refused with the grid in the message
     with pytest.raises(ValueError, match="patch grid"):
-        from medclass.saliency import _to_spatial
+        from medclass.saliency import to_spatial as _to_spatial
 
         _to_spatial(torch.zeros(1, 5, 32), model, 2, "x")
 

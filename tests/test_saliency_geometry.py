@@ -15,7 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medclass.networks import build_classifier
-from medclass.saliency import _trace_geometry, _upsample, saliency_maps
+from medclass.saliency import saliency_maps
+from medclass.saliency import trace_geometry as _trace_geometry
+from medclass.saliency import upsample as _upsample
 
 
 def _centroids(net: nn.Module, x: torch.Tensor, cell) -> list[float]:

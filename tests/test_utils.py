@@ -1,6 +1,6 @@
 import pytest
 
-from medclass.utils import flag
+from medclass.vocab import flag
 
 
 @pytest.mark.parametrize("value,expected", [(True, True), (False, False), (None, False), (1, True), (0, False),
@@ -19,7 +19,7 @@ def test_flag_rejects(value):
 @pytest.mark.parametrize("value,expected", [(None, None), ("None", None), ("null", None), ("", None),
                                             ("i3d", "i3d"), (0, 0)])
 def test_optional(value, expected):
-    from medclass.utils import optional
+    from medclass.vocab import optional
 
     assert optional(value) == expected
 

@@ -24,7 +24,6 @@ __all__ = [
     "label_prevalence",
     "labels_from_findings",
     "normalize_name",
-    "parse_label_value",
 ]
 
 #: The 14 ChestX-ray14 findings in the official order (Wang et al., CVPR 2017).
@@ -47,72 +46,6 @@ CXR14_LABELS: tuple[str, ...] = (
 
 #: The ChestX-ray14 marker of an image with none of the 14 findings.
 NO_FINDING = "No Finding"
-
-_NAN = float("nan")
-# fast path for the strings found in label files; everything else goes through float()
-_STRING_VALUES: dict[str, float] = {
-    "1": 1.0,
-    "0": 0.0,
-    "1.0": 1.0,
-    "0.0": 0.0,
-    "-1": _NAN,
-    "-1.0": _NAN,
-    "": _NAN,
-    "nan": _NAN,
-    "NaN": _NAN,
-    "NAN": _NAN,
-}
-
-
-def parse_label_value(value: Any, where: str) -> float:
-    """Parse one label value into 1.0 (positive), 0.0 (negative) or NaN (unknown).
-
-    Accepted: ``1``, ``0``, ``True``, ``False``, ``1.0``, ``0.0``, the strings ``"1"``, ``"0"``, ``"1.0"``,
-    ``"0.0"`` (surrounding spaces allowed), blank ``""``, ``"nan"``, ``None``, NaN, and ``-1`` / ``"-1"``
-    (the CheXpert "uncertain" marker, read as unknown).
-
-    Args:
-        value: the raw value (str, int, float, bool, numpy scalar or None).
-        where: where the value comes from, used in the error message (e.g. ``"labels.csv row 7, column 'Mass'"``).
-
-    Returns:
-        1.0, 0.0 or ``float('nan')``.
-
-    Raises:
-        ValueError: any other value; the message names ``where`` and the value.
-    """
-    if isinstance(value, str):
-        hit = _STRING_VALUES.get(value)
-        if hit is not None:
-            return hit
-        text = value.strip()
-        hit = _STRING_VALUES.get(text)
-        if hit is not None:
-            return hit
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(
-                f"{where}: label value {value!r} is not one of 1, 0, -1 (uncertain) or blank (unknown)"
-            ) from None
-    elif value is None:
-        return _NAN
-    else:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{where}: label value {value!r} ({type(value).__name__}) is not one of 1, 0, -1 (uncertain) or "
-                "blank (unknown)"
-            ) from None
-    if math.isnan(number) or number == -1.0:
-        return _NAN
-    if number == 1.0:
-        return 1.0
-    if number == 0.0:
-        return 0.0
-    raise ValueError(f"{where}: label value {value!r} is not one of 1, 0, -1 (uncertain) or blank (unknown)")
-
 
 _NAME_SEP = re.compile(r"[\s_\-]+")
 

@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from medclass.data.datalist import Datalist
 from medclass.errors import UnreadableImageError
+from medclass.files import atomic_write
+from medclass.vocab import flag
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +74,6 @@ class SkipList:
             if self.path.exists():
                 self.path.unlink()
             return
-        from medclass.files import atomic_write
-
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(HEADER)
@@ -119,8 +120,6 @@ def screen_items(items: Sequence[dict], reader: Callable[[dict], Any] | None, sk
     Raises:
         UnreadableImageError: every item was unreadable.
     """
-    from medclass.utils import flag
-
     items = list(items)
     if not flag(skip, "skip_unreadable") or not items:
         return items
@@ -158,8 +157,6 @@ def drop_missing_files(data: Any, skipped: SkipList | None = None, source: str =
     Raises:
         FileNotFoundError: not one image file exists (a wrong ``dataset_dir`` more likely than missing files).
     """
-    from medclass.data.datalist import Datalist
-
     lost_rows: list[tuple[str, str, str]] = []
     lost_pos = np.zeros(len(data.label_names))
     kept_splits: dict[str, list[dict]] = {}

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from medclass.data.datalist import ALL_SPLIT, SPLIT_NAMES, Datalist, canonical_split
+from medclass.data.datalist import Datalist
 from medclass.data.labels import label_matrix
+from medclass.files import atomic_write
+from medclass.vocab import ALL_SPLIT, SPLIT_NAMES, canonical_split
 
 logger = logging.getLogger(__name__)
 
@@ -335,9 +337,7 @@ def write_split_file(path: str | os.PathLike, splits: Mapping[str, Sequence[Mapp
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(SPLIT_FILE_COLUMNS)
         for split, items in splits.items():
@@ -345,7 +345,6 @@ def write_split_file(path: str | os.PathLike, splits: Mapping[str, Sequence[Mapp
                 pid = it.get("patient_id")
                 w.writerow([it.get("id", ""), _image_text(it.get("image")), "" if pid is None else str(pid).strip(),
                             split])
-    os.replace(tmp, path)
     logger.info("split written to %s (%s)", path, ", ".join(f"{k}: {len(v)}" for k, v in splits.items()))
     return path
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from medclass.files import atomic_json, atomic_write
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PHANTOM_LABELS", "PHANTOM_VERSION", "ensure_phantoms", "make_phantoms"]
@@ -285,12 +287,12 @@ def make_phantoms(
             rows.append(row)
     csv_path = out / _CSV_NAME
     columns = ["id", "image", "patient_id", *names, *(f"mask_{name}" for name in names)]
-    with open(csv_path, "w", newline="") as f:
+    with atomic_write(csv_path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     summary = dict(params, patients=patient_no, positives=counts)
-    (out / _PARAMS_NAME).write_text(json.dumps(summary, indent=1))
+    atomic_json(out / _PARAMS_NAME, summary, indent=1)
     logger.info("phantoms: %d images of %d patients in %s, positives %s", n, patient_no, out, counts)
     return csv_path
 

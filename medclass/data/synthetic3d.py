@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from medclass.data.synthetic import check_phantom_args
+from medclass.files import atomic_json, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +159,11 @@ def make_volume_phantoms(out_dir: str | os.PathLike, n: int = 200, size: int = 4
             k += 1
         patient += 1
     csv_path = out / _CSV_NAME
-    with open(csv_path, "w", newline="") as f:
+    with atomic_write(csv_path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / _PARAMS_NAME).write_text(json.dumps(params, indent=1))
+    atomic_json(out / _PARAMS_NAME, params, indent=1)
     counts = {name: sum(r[name] for r in rows) for name in names}
     logger.info("volume phantoms: %d volumes of %d patients in %s, positives %s", n, patient, out, counts)
     return csv_path

@@ -8,11 +8,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.vocab import unwrap_model
+
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    return network.module if hasattr(network, "module") else network
 
 
 class WeightAveraging:
@@ -54,7 +52,7 @@ class WeightAveraging:
         """The network's floating-point state tensors (they share storage with the live parameters and buffers,
         which the optimizer and ``load_state_dict`` update in place, so the mapping is built once per run)."""
         if self._live is None:
-            self._live = {k: v for k, v in _unwrap(self.network).state_dict().items() if v.is_floating_point()}
+            self._live = {k: v for k, v in unwrap_model(self.network).state_dict().items() if v.is_floating_point()}
         return self._live
 
     def attach(self, trainer: Engine) -> None:
@@ -101,7 +99,7 @@ class WeightAveraging:
         """Put the averaged weights into the network, keeping the raw ones for :meth:`swap_out`."""
         if not self.shadow or self._raw is not None:
             return
-        net = _unwrap(self.network)
+        net = unwrap_model(self.network)
         self._raw = {k: v.detach().clone() for k, v in self._floating_state().items()}
         net.load_state_dict(self.shadow, strict=False)
 
@@ -110,12 +108,12 @@ class WeightAveraging:
         """Restore the raw training weights after validation."""
         if self._raw is None:
             return
-        _unwrap(self.network).load_state_dict(self._raw, strict=False)
+        unwrap_model(self.network).load_state_dict(self._raw, strict=False)
         self._raw = None
 
     def averaged_state_dict(self) -> dict[str, torch.Tensor]:
         """The network's full state_dict with the averaged values (non-float entries taken from the network)."""
-        state = dict(_unwrap(self.network).state_dict())
+        state = dict(unwrap_model(self.network).state_dict())
         if self._raw is None:  # when swapped in, the network already holds the average
             state.update({k: v.clone() for k, v in self.shadow.items()})
         return state

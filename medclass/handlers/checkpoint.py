@@ -13,13 +13,9 @@ from ignite.engine import Engine, Events
 
 from medclass.files import atomic_save  # noqa: F401  (re-exported: medclass.handlers.checkpoint.atomic_save)
 from medclass.runs import TrainingRun
-from medclass.utils import flag
+from medclass.vocab import flag, unwrap_model
 
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    return network.module if hasattr(network, "module") else network
 
 
 class CheckpointManager:
@@ -100,7 +96,7 @@ class CheckpointManager:
         ckpt = self.run.take_checkpoint()
         if ckpt is None:
             return
-        _unwrap(self.network).load_state_dict(ckpt["network"])
+        unwrap_model(self.network).load_state_dict(ckpt["network"])
         if self.optimizer is not None and "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
@@ -129,7 +125,7 @@ class CheckpointManager:
     def _save(self, trainer: Engine) -> None:
         if not self.enabled:
             return
-        net = _unwrap(self.network)
+        net = unwrap_model(self.network)
         if self._best_improved(trainer) or not self.best_path.exists():
             best = self.averaging.averaged_state_dict() if self.averaging is not None else net.state_dict()
             atomic_save(best, self.best_path)
@@ -147,7 +143,7 @@ class CheckpointManager:
             self.run.finish()
 
     def _last_checkpoint(self, trainer: Engine, finished: bool) -> dict[str, Any]:
-        net = _unwrap(self.network)
+        net = unwrap_model(self.network)
         ckpt: dict[str, Any] = {
             "network": net.state_dict(),
             "trainer": {"epoch": trainer.state.epoch, "iteration": trainer.state.iteration},

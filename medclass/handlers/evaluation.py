@@ -16,18 +16,26 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.data import label_matrix
 from medclass.files import atomic_save, atomic_text, atomic_write
-from medclass.handlers.predictions import _ids, _rows
-from medclass.metrics import MIN_POSITIVES, choose_thresholds, fit_temperature, probabilities, to_json
-from medclass.utils import flag
+from medclass.handlers.predictions import batch_ids, output_rows
+from medclass.metrics import (
+    MIN_POSITIVES,
+    choose_thresholds,
+    fit_temperature,
+    operating_point_specs,
+    probabilities,
+    to_json,
+)
+from medclass.networks import Classifier
+from medclass.report import annotate_predictions, build_report, check_subgroups
+from medclass.report.external import prepare_external
+from medclass.report.shortcuts import write_shortcuts
+from medclass.vocab import flag, resolve_thresholds, unwrap_model
 
 logger = logging.getLogger(__name__)
 
 THRESHOLDS_FILE = "thresholds.json"
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    return network.module if hasattr(network, "module") else network
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -51,8 +59,6 @@ def stored_provenance(model_path: str | os.PathLike) -> dict[str, Any] | None:
         ``{"split", "operating_point", "min_positives", "labels": {label: {"chosen_by", "method", "fallback",
         "threshold"}}}`` as :func:`store_operating_point` wrote it.
     """
-    from medclass.networks import Classifier
-
     state = torch.load(Path(model_path), map_location="cpu", weights_only=True)
     extra = state.get("_extra_state") if isinstance(state, dict) else None
     if extra is None:
@@ -81,8 +87,6 @@ def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[fl
     state["thresholds"] = torch.as_tensor(list(thresholds), dtype=old.dtype)
     state["temperature"] = torch.tensor([float(temperature)], dtype=torch.float32)
     if provenance is not None and "_extra_state" in state:
-        from medclass.networks import Classifier
-
         meta = dict(Classifier.decode_extra_state(state["_extra_state"]))
         meta[PROVENANCE_KEY] = dict(provenance)
         state["_extra_state"] = _encode_metadata(meta)
@@ -91,8 +95,6 @@ def store_operating_point(model_path: str | os.PathLike, thresholds: Sequence[fl
 
 def _prevalence(items: Sequence[Mapping], n_labels: int) -> list[float]:
     """Per-label prevalence among the items with a known value (``nan`` where none is known)."""
-    from medclass.data import label_matrix
-
     y = label_matrix(list(items), num_labels=n_labels) if items else np.full((0, n_labels), np.nan)
     known = (~np.isnan(y)).sum(axis=0)
     pos = (y == 1).sum(axis=0)
@@ -155,8 +157,6 @@ class OperatingPointSelector:
         self.task = task
         self.operating_point = None if operating_point in (None, "", "null", "none", "keep") else operating_point
         if self.operating_point is not None:
-            from medclass.metrics import operating_point_specs
-
             operating_point_specs(self.operating_point, self.label_names)  # fail early on a bad spec
         self.temperature_scaling = flag(temperature_scaling, "temperature_scaling")
         self.model_path = Path(model_path) if model_path else None
@@ -183,26 +183,25 @@ class OperatingPointSelector:
         self._logits, self._labels, self._ids = [], [], []
 
     def _iteration(self, engine: Engine) -> None:
-        preds, labels = _rows(engine, "pred"), _rows(engine, "label")
+        preds, labels = output_rows(engine, "pred"), output_rows(engine, "label")
         if not preds:
             return
         if any(lbl is None for lbl in labels):
             raise ValueError(f"the {self.split} split has images without labels: operating points need labels")
-        self._ids += _ids(engine, "id", len(preds), len(self._ids))
+        self._ids += batch_ids(engine, "id", len(preds), len(self._ids))
         self._logits.append(np.stack([torch.as_tensor(p).detach().float().cpu().reshape(-1).numpy() for p in preds]))
         self._labels.append(np.stack([torch.as_tensor(v).detach().float().cpu().reshape(-1).numpy() for v in labels]))
 
     def _complete(self, engine: Engine) -> None:
         if not self._logits:
             raise ValueError(f"the {self.split} split is empty: no data to choose operating points on")
-        net = _unwrap(self.network)
+        net = unwrap_model(self.network)
         logits, labels = np.concatenate(self._logits), np.concatenate(self._labels)
         if logits.shape[1] != len(self.label_names):
             raise ValueError(f"the model returns {logits.shape[1]} outputs for {len(self.label_names)} labels")
         temperature = fit_temperature(logits, labels, self.task) if self.temperature_scaling else 1.0
         probs = probabilities(logits, self.task, temperature)
-        stored = net.thresholds.detach().cpu().double().numpy() if hasattr(net, "thresholds") else \
-            np.full(len(self.label_names), 0.5)
+        stored = resolve_thresholds(None, net, self.label_names)
         if self.task == "multiclass":
             chosen = [{"label": n, "method": "argmax", "threshold": None} for n in self.label_names]
             thresholds = stored
@@ -327,8 +326,6 @@ class EvaluationWriter:
         self.enabled = flag(enabled, "enabled")
         self.metrics: dict[str, Any] | None = None
         if self.items is not None:
-            from medclass.report import check_subgroups
-
             check_subgroups(self.items, self.subgroups)  # a wrong column stops before any inference
 
     def attach(self, engine: Engine) -> None:
@@ -344,17 +341,11 @@ class EvaluationWriter:
     def _complete(self, engine: Engine) -> None:
         if not self.enabled:
             return
-        from medclass.report import annotate_predictions, build_report
-
         if self.items is not None:
             annotate_predictions(self.output_dir / "predictions.csv", self.items, self.subgroups)
         if self.external is not None:
-            from medclass.report.external import prepare_external
-
             prepare_external(self.output_dir, self.items or [], **self.external)
         if self.preprocessing is not None and self.items is not None:
-            from medclass.report.shortcuts import write_shortcuts
-
             write_shortcuts(self.output_dir, self.items, self.preprocessing)
         self.metrics = build_report(self.output_dir, task=self.task, subgroups=self.subgroups,
                                     n_bootstrap=self.n_bootstrap, seed=self.seed, n_bins=self.n_bins,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
 import logging
 import math
 import os
@@ -16,13 +14,14 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from medclass.files import atomic_json, disk_full_error, temp_path
+from medclass.files import AtomicStream, atomic_json
 from medclass.metrics import decisions, summarize
+from medclass.vocab import DEFAULT_THRESHOLD, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
 
-def _rows(engine: Engine, key: str) -> list:
+def output_rows(engine: Engine, key: str) -> list:
     """Per-sample values of ``key`` from the (decollated or batched) engine output/batch."""
     out = engine.state.output
     if isinstance(out, dict):
@@ -30,7 +29,8 @@ def _rows(engine: Engine, key: str) -> list:
     return [o.get(key) if isinstance(o, dict) else None for o in out]
 
 
-def _ids(engine: Engine, id_key: str, n: int, offset: int) -> list[str]:
+def batch_ids(engine: Engine, id_key: str, n: int, offset: int) -> list[str]:
+    """The ids of the batch's ``n`` items (``item_000123`` numbering, from ``offset``, where any is missing)."""
     batch = engine.state.batch
     ids: list[Any] = []
     if isinstance(batch, dict):
@@ -83,41 +83,27 @@ class PredictionWriter:
         self.filename = filename
         self.metrics_filename = metrics_filename
         self.id_key = id_key
+        self.path = self.output_dir / filename
+        self._out = AtomicStream(self.path, "the predictions", newline="")
         self._file = None
-        self._tmp = temp_path(self.output_dir / filename)
         self._writer = None
         self._probs: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._has_labels: bool | None = None
-        self.thresholds = np.full(len(self.label_names), 0.5)
-        self.path = self.output_dir / filename
+        self.thresholds = np.full(len(self.label_names), DEFAULT_THRESHOLD)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.COMPLETED, self._complete)
 
-    def _resolve_thresholds(self) -> np.ndarray:
-        n = len(self.label_names)
-        if self.explicit_thresholds is not None:
-            t = np.broadcast_to(np.asarray(self.explicit_thresholds, dtype=np.float64), (n,)).copy()
-        elif self.network is not None and hasattr(self.network, "thresholds"):
-            t = np.asarray(self.network.thresholds.detach().cpu(), dtype=np.float64)
-        else:
-            t = np.full(n, 0.5)
-        if t.shape != (n,):
-            raise ValueError(f"{len(t)} thresholds for {n} labels ({self.label_names})")
-        return t
-
     def _start(self, engine: Engine) -> None:
         stored = list(getattr(self.network, "label_names", None) or [])
         if stored and stored != self.label_names:
             raise ValueError(f"the loaded model was trained for labels {stored}, but the config names {self.label_names}")
-        self.thresholds = self._resolve_thresholds()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.thresholds = resolve_thresholds(self.explicit_thresholds, self.network, self.label_names)
         self._probs, self._labels, self._has_labels = [], [], None
-        self._tmp = temp_path(self.path)
-        self._file = open(self._tmp, "w", newline="", encoding="utf-8")
+        self._file = self._out.open()  # the rows go to a temporary file, removed by the next run if this one dies
         self._writer = None
 
     def _header(self, with_labels: bool) -> list[str]:
@@ -127,10 +113,10 @@ class PredictionWriter:
         return cols
 
     def _iteration(self, engine: Engine) -> None:
-        preds = _rows(engine, "pred")
+        preds = output_rows(engine, "pred")
         if not preds:
             return
-        labels = _rows(engine, "label")
+        labels = output_rows(engine, "label")
         probs = np.stack([np.asarray(torch.as_tensor(p).detach().float().cpu()).reshape(-1) for p in preds])
         if probs.shape[1] != len(self.label_names):
             raise ValueError(
@@ -142,8 +128,8 @@ class PredictionWriter:
             try:
                 self._writer.writerow(self._header(self._has_labels))
             except OSError as exc:
-                self._close_failed(exc)
-        ids = _ids(engine, self.id_key, len(probs), sum(len(p) for p in self._probs))
+                self._out.failed(exc)
+        ids = batch_ids(engine, self.id_key, len(probs), sum(len(p) for p in self._probs))
         dec = decisions(probs, self.thresholds, self.task)
         lab = None
         if self._has_labels:
@@ -158,14 +144,11 @@ class PredictionWriter:
                 self._writer.writerow(row)
             self._file.flush()
         except OSError as exc:
-            self._close_failed(exc)
+            self._out.failed(exc)
 
     def _complete(self, engine: Engine) -> None:
-        self._close(engine)
-        try:
-            os.replace(self._tmp, self.path)
-        except OSError as exc:
-            raise OSError(exc.errno, f"{self.path}: cannot write the predictions ({exc.strerror})") from exc
+        self._out.commit()
+        self._file = None
         logger.info("predictions written to %s", self.path)
         if self.metrics_filename and self._has_labels and self._probs:
             summary = summarize(
@@ -176,25 +159,3 @@ class PredictionWriter:
             atomic_json(path, summary)
             logger.info("metrics written to %s (mean AUC %s)", path, summary["mean_auc"])
             engine.state.metric_details["summary"] = summary
-
-    def _close_failed(self, exc: OSError) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self._file = None
-        with contextlib.suppress(OSError):
-            self._tmp.unlink()
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise disk_full_error(self.path, exc) from exc
-        raise exc
-
-    def _close(self, engine: Engine) -> None:
-        # the rows go to a temporary file (removed by the next run in this folder if this one dies)
-        if self._file is None:
-            return
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        except OSError as exc:
-            self._close_failed(exc)
-        self._file = None

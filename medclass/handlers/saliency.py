@@ -16,7 +16,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,15 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from medclass.files import temp_path
-from medclass.saliency import METHODS, _model_state, saliency_maps
+from medclass.files import AtomicStream
+from medclass.saliency import SaliencyMethod, model_state
 from medclass.transforms.post import Probabilitiesd
+from medclass.vocab import TASKS, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SaliencyHandler", "default_targets", "overlay_rgb", "safe_name", "most_salient_slices"]
+__all__ = ["SaliencyHandler", "SaliencyOutput", "TargetChoice", "default_targets", "overlay_rgb", "safe_name",
+           "most_salient_slices"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -100,6 +103,77 @@ def _display(img2d: np.ndarray) -> np.ndarray:
     return np.clip((img2d - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(img2d)
 
 
+@dataclass(frozen=True)
+class TargetChoice:
+    """Which labels a saliency map is made for, per image.
+
+    Args:
+        labels: label names to explain for every image instead of the default (the predicted positives).
+        max_targets: cap on labels explained per image (>= 1).
+        negatives: for an image with no positive prediction, explain the most probable label anyway.
+        thresholds: decision thresholds overriding the network's (a float or one per label).
+
+    Raises:
+        ValueError: ``max_targets`` below 1.
+    """
+
+    labels: Sequence[str] | None = None
+    max_targets: int = 3
+    negatives: bool = False
+    thresholds: float | Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        labels = [self.labels] if isinstance(self.labels, str) else self.labels
+        max_targets = int(self.max_targets)
+        if max_targets < 1:
+            raise ValueError(f"max_targets must be >= 1, got {self.max_targets}")
+        object.__setattr__(self, "labels", tuple(str(t) for t in labels) if labels else None)
+        object.__setattr__(self, "max_targets", max_targets)
+        object.__setattr__(self, "negatives", bool(self.negatives))
+
+    def pick(self, probs: np.ndarray, thresholds: np.ndarray, task: str, label_names: Sequence[str]) -> list[list[int]]:
+        """The label indices to explain for each image (rows of ``probs``)."""
+        if self.labels:
+            return [[list(label_names).index(t) for t in self.labels]] * len(probs)
+        return default_targets(probs, thresholds, task, self.max_targets, self.negatives)
+
+
+@dataclass(frozen=True)
+class SaliencyOutput:
+    """What :class:`SaliencyHandler` writes, and where it finds images and ids in a batch.
+
+    Args:
+        subdir: sub-folder of the handler's ``output_dir``.
+        montage_slices: slices in a 3D montage.
+        tb_images: overlays logged to TensorBoard per run.
+        max_images: stop writing after this many images (``None``: all).
+        write_png / write_npy: switch file kinds off (the 3D NIfTI map is always written).
+        image_key / id_key: batch keys of the image and of the image id.
+    """
+
+    subdir: str = "saliency"
+    montage_slices: int = 8
+    tb_images: int = 8
+    max_images: int | None = None
+    write_png: bool = True
+    write_npy: bool = True
+    image_key: str = "image"
+    id_key: str = "id"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "montage_slices", int(self.montage_slices))
+        object.__setattr__(self, "tb_images", int(self.tb_images))
+        object.__setattr__(self, "max_images", None if self.max_images is None else int(self.max_images))
+        object.__setattr__(self, "write_png", bool(self.write_png))
+        object.__setattr__(self, "write_npy", bool(self.write_npy))
+
+
+#: The flat settings a config may give :class:`SaliencyHandler`, by the object they set.
+METHOD_SETTINGS = ("target_layer", "method_kwargs")
+TARGET_SETTINGS = ("max_targets", "negatives", "thresholds")
+OUTPUT_SETTINGS = tuple(f.name for f in fields(SaliencyOutput))
+
+
 class SaliencyHandler:
     """Computes saliency maps for each evaluator batch and writes them under ``<output_dir>/saliency/``.
 
@@ -116,83 +190,73 @@ class SaliencyHandler:
       ``saliency/<id>/<label>``.
 
     Args:
-        output_dir: base folder; files go to ``output_dir/subdir``.
+        output_dir: base folder; files go to ``output_dir/<output.subdir>``.
         network: the model (its ``thresholds`` buffer and ``label_names`` are read when the run starts, i.e.
             after checkpoint loading).
-        method: a method of :data:`medclass.saliency.METHODS`.
+        method: a :class:`~medclass.saliency.SaliencyMethod` (method, Grad-CAM layer, options), or a method name of
+            :data:`medclass.saliency.METHODS`.
         label_names: label order (default: the network's).
         task: ``multilabel`` / ``binary`` / ``multiclass``: how default targets are picked.
-        targets: label names to explain for every image instead of the default (predicted positives).
-        max_targets: cap on labels explained per image.
-        negatives: for images with no positive prediction, explain the most probable label anyway.
-        thresholds: decision thresholds overriding the network's.
-        target_layer: Grad-CAM layer name (default: the network's).
-        method_kwargs: extra options of the method (e.g. ``{"window": 16}`` for occlusion).
-        image_key / id_key: batch keys of the image and of the image id.
-        subdir: sub-folder of ``output_dir``.
-        montage_slices: slices in a 3D montage.
+        targets: a :class:`TargetChoice`, or the label names to explain for every image instead of the default
+            (predicted positives).
+        output: a :class:`SaliencyOutput` (what is written; default: everything).
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (or ``None``).
         log_dir: TensorBoard folder for a writer the handler opens when the run starts (if no
             ``summary_writer``) and closes when it completes; ``None``: no TensorBoard images.
-        tb_images: overlays logged to TensorBoard per run.
-        max_images: stop writing after this many images (``None``: all).
-        write_png / write_npy: switch file kinds off (the 3D NIfTI map is always written).
+        settings: the same settings as flat keywords, as bundle configs give them: ``target_layer`` and
+            ``method_kwargs`` (the method's options) for the :class:`~medclass.saliency.SaliencyMethod`;
+            ``max_targets``, ``negatives``, ``thresholds`` for the :class:`TargetChoice`; the fields of
+            :class:`SaliencyOutput` (``max_images``, ``montage_slices``, ``tb_images``, ``write_png``, ``write_npy``,
+            ``subdir``, ``image_key``, ``id_key``).
+
+    Raises:
+        ValueError: an unknown method, method option or task, ``max_targets`` below 1.
+        TypeError: an unknown setting, or a setting given both flat and inside its object.
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
         network: torch.nn.Module,
-        method: str = "gradcam",
+        method: str | SaliencyMethod = "gradcam",
         label_names: Sequence[str] | None = None,
         task: str = "multilabel",
-        targets: Sequence[str] | None = None,
-        max_targets: int = 3,
-        negatives: bool = False,
-        thresholds: float | Sequence[float] | None = None,
-        target_layer: str | None = None,
-        method_kwargs: dict[str, Any] | None = None,
-        image_key: str = "image",
-        id_key: str = "id",
-        subdir: str = "saliency",
-        montage_slices: int = 8,
+        targets: Sequence[str] | TargetChoice | None = None,
+        *,
+        output: SaliencyOutput | None = None,
         summary_writer: Any = None,
         log_dir: str | os.PathLike | None = None,
-        tb_images: int = 8,
-        max_images: int | None = None,
-        write_png: bool = True,
-        write_npy: bool = True,
+        **settings: Any,
     ) -> None:
-        m = str(method).lower()
-        if m not in METHODS and m not in ("gradcampp",):
-            raise ValueError(f"unknown saliency method {method!r}; choose one of {list(METHODS)}")
-        if task not in ("multilabel", "binary", "multiclass"):
+        unknown = sorted(set(settings) - set(METHOD_SETTINGS + TARGET_SETTINGS + OUTPUT_SETTINGS))
+        if unknown:
+            raise TypeError(f"SaliencyHandler got unknown setting(s) {unknown}")
+        if task not in TASKS:
             raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
-        if isinstance(targets, str):
-            targets = [targets]
-        self.output_dir = Path(output_dir) / subdir
+        method_kw = {k: settings[k] for k in METHOD_SETTINGS if k in settings}
+        if isinstance(method, SaliencyMethod):
+            _no_flat(method_kw, "method")
+            self.method = method
+        else:
+            self.method = SaliencyMethod(str(method).lower(), method_kw.get("target_layer"),
+                                         method_kw.get("method_kwargs") or {})
+        target_kw = {k: settings[k] for k in TARGET_SETTINGS if k in settings}
+        if isinstance(targets, TargetChoice):
+            _no_flat(target_kw, "targets")
+            self.choice = targets
+        else:
+            self.choice = TargetChoice(targets, **target_kw)
+        output_kw = {k: settings[k] for k in OUTPUT_SETTINGS if k in settings}
+        if output is not None:
+            _no_flat(output_kw, "output")
+        self.output = output if output is not None else SaliencyOutput(**output_kw)
+        self.output_dir = Path(output_dir) / self.output.subdir
         self.network = network
-        self.method = m
         self.label_names = [str(n) for n in label_names] if label_names is not None else None
         self.task = task
-        self.targets = list(targets) if targets else None
-        self.max_targets = int(max_targets)
-        if self.max_targets < 1:
-            raise ValueError(f"max_targets must be >= 1, got {max_targets}")
-        self.negatives = bool(negatives)
-        self.explicit_thresholds = thresholds
-        self.target_layer = target_layer
-        self.method_kwargs = dict(method_kwargs or {})
-        self.image_key = image_key
-        self.id_key = id_key
-        self.montage_slices = int(montage_slices)
         self.summary_writer = summary_writer
         self.log_dir = None if log_dir in (None, "") else str(log_dir)
         self._own_writer = False
-        self.tb_images = int(tb_images)
-        self.max_images = None if max_images is None else int(max_images)
-        self.write_png = bool(write_png)
-        self.write_npy = bool(write_npy)
         self.thresholds = None
         self.written: list[dict[str, Any]] = []
         self._seen = 0
@@ -211,21 +275,15 @@ class SaliencyHandler:
             self.label_names = names
         elif names and names != self.label_names:
             raise ValueError(f"the loaded model was trained for labels {names}, but the config names {self.label_names}")
-        n = len(self.label_names)
-        if self.explicit_thresholds is not None:
-            t = np.broadcast_to(np.asarray(self.explicit_thresholds, dtype=np.float64), (n,)).copy()
-        elif hasattr(self.network, "thresholds"):
-            t = np.asarray(self.network.thresholds.detach().cpu(), dtype=np.float64)
-        else:
-            t = np.full(n, 0.5)
-        self.thresholds = t
-        if self.targets:
-            unknown = [x for x in self.targets if x not in self.label_names]
+        self.thresholds = resolve_thresholds(self.choice.thresholds, self.network, self.label_names)
+        if self.choice.labels:
+            unknown = [x for x in self.choice.labels if x not in self.label_names]
             if unknown:
                 raise ValueError(f"saliency targets {unknown} are not labels of the model {self.label_names}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.written, self._seen, self._tb_logged = [], 0, 0
-        self._index = open(temp_path(self.output_dir / "index.csv"), "w", encoding="utf-8")  # renamed when complete
+        self._index_file = AtomicStream(self.output_dir / "index.csv")  # replaces index.csv when the run completes
+        self._index = self._index_file.open()
         self._index.write("id,label,probability,method,map,png\n")
         if self.summary_writer is None and self.log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -235,13 +293,12 @@ class SaliencyHandler:
 
     def _complete(self, engine: Engine) -> None:
         if self._index is not None:
-            self._index.close()
+            self._index_file.commit()
             self._index = None
-            os.replace(temp_path(self.output_dir / "index.csv"), self.output_dir / "index.csv")
         if self._own_writer and self.summary_writer is not None:
             self.summary_writer.close()
             self.summary_writer, self._own_writer = None, False
-        logger.info("%d saliency maps (%s) written to %s", len(self.written), self.method, self.output_dir)
+        logger.info("%d saliency maps (%s) written to %s", len(self.written), self.method.name, self.output_dir)
 
     # ------------------------------------------------------------------ per batch
     def _probs(self, engine: Engine, images: torch.Tensor) -> np.ndarray:
@@ -263,7 +320,7 @@ class SaliencyHandler:
         # network back in its previous mode after each iteration, often train mode: BatchNorm would then use the
         # batch's statistics) and with the temperature stored in the model
         net = self.network
-        with _model_state(net), torch.no_grad():
+        with model_state(net), torch.no_grad():
             logits = net(torch.as_tensor(images).float().to(next(net.parameters()).device))
         probs = Probabilitiesd("pred", task=self.task, network=net)({"pred": logits.float()})["pred"]
         return probs.cpu().numpy()
@@ -275,45 +332,37 @@ class SaliencyHandler:
 
     def _unpack(self, batch: Any) -> tuple[torch.Tensor, list, list[np.ndarray | None]]:
         """Images ``(B, C, *spatial)``, ids and per-image affines from a collated dict or a decollated list."""
-        if isinstance(batch, dict) and self.image_key in batch:
-            images = batch[self.image_key]
-            ids = list(batch.get(self.id_key, []))
+        key, id_key = self.output.image_key, self.output.id_key
+        if isinstance(batch, dict) and key in batch:
+            images = batch[key]
+            ids = list(batch.get(id_key, []))
             return images, ids, self._affines(images, images.shape[0])
         if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) for b in batch):
-            if any(self.image_key not in b for b in batch):
-                raise ValueError(f"SaliencyHandler needs batch items with the key {self.image_key!r}")
-            imgs = [b[self.image_key] for b in batch]
+            if any(key not in b for b in batch):
+                raise ValueError(f"SaliencyHandler needs batch items with the key {key!r}")
+            imgs = [b[key] for b in batch]
             images = torch.stack([torch.as_tensor(i) for i in imgs])
             affines = [self._affines(i, 1)[0] for i in imgs]
-            return images, [b.get(self.id_key) for b in batch], affines
-        raise ValueError(f"SaliencyHandler needs batches as dicts (or lists of dicts) with the key {self.image_key!r}")
+            return images, [b.get(id_key) for b in batch], affines
+        raise ValueError(f"SaliencyHandler needs batches as dicts (or lists of dicts) with the key {key!r}")
 
     def _iteration(self, engine: Engine) -> None:
-        if self.max_images is not None and self._seen >= self.max_images:
+        max_images = self.output.max_images
+        if max_images is not None and self._seen >= max_images:
             return
         images, raw_ids, affines = self._unpack(engine.state.batch)
-        if self.max_images is not None:
-            keep = self.max_images - self._seen
+        if max_images is not None:
+            keep = max_images - self._seen
             images, raw_ids, affines = images[:keep], raw_ids[:keep], affines[:keep]
         b = images.shape[0]
         probs = self._probs(engine, images)[:b]
         ids = self._ids(raw_ids, b)
-        if self.targets:
-            idx = [[self.label_names.index(t) for t in self.targets]] * b
-        else:
-            idx = default_targets(probs, self.thresholds, self.task, self.max_targets, self.negatives)
+        idx = self.choice.pick(probs, self.thresholds, self.task, self.label_names)
         t_max = max((len(i) for i in idx), default=0)
         if t_max:
             padded = torch.tensor([i + [i[0] if i else 0] * (t_max - len(i)) for i in idx], dtype=torch.long)
             device = next(self.network.parameters()).device
-            maps = saliency_maps(
-                self.network,
-                torch.as_tensor(images).to(device),
-                targets=padded,
-                method=self.method,
-                target_layer=self.target_layer,
-                **self.method_kwargs,
-            ).numpy()
+            maps = self.method.maps(self.network, torch.as_tensor(images).to(device), targets=padded).numpy()
             img_np = torch.as_tensor(images).detach().float().cpu().numpy()
             for k in range(b):
                 for j, li in enumerate(idx[k]):
@@ -336,13 +385,13 @@ class SaliencyHandler:
 
     def _write(self, engine, image_id, label, prob, image, heat, affine) -> None:
         stem = f"{image_id}_{safe_name(label)}"
-        title = f"{label}  p={prob:.2f}  ({self.method})"
+        title = f"{label}  p={prob:.2f}  ({self.method.name})"
         map_file, png_file = "", ""
         if heat.ndim == 2:
-            if self.write_npy:
+            if self.output.write_npy:
                 map_file = stem + ".npy"
                 np.save(self.output_dir / map_file, heat.astype(np.float32))
-            if self.write_png:
+            if self.output.write_png:
                 png_file = stem + ".png"
                 self._png_2d(self.output_dir / png_file, image.mean(axis=0), heat, title)
             tb_rgb = overlay_rgb(image.mean(axis=0), heat)
@@ -357,19 +406,19 @@ class SaliencyHandler:
             img.header.set_xyzt_units("mm")
             nib.save(img, str(self.output_dir / map_file))
             vol = image.mean(axis=0)
-            slices = most_salient_slices(heat, self.montage_slices)
-            if self.write_png:
+            slices = most_salient_slices(heat, self.output.montage_slices)
+            if self.output.write_png:
                 png_file = stem + ".png"
                 self._png_montage(self.output_dir / png_file, vol, heat, slices, title)
             z = slices[int(np.argmax([heat[..., s].sum() for s in slices]))] if slices else heat.shape[-1] // 2
             tb_rgb = overlay_rgb(vol[..., z].T[::-1], heat[..., z].T[::-1])
-        if self.summary_writer is not None and self._tb_logged < self.tb_images:
+        if self.summary_writer is not None and self._tb_logged < self.output.tb_images:
             self.summary_writer.add_image(
                 f"saliency/{image_id}/{safe_name(label)}", tb_rgb, engine.state.epoch, dataformats="HWC"
             )
             self._tb_logged += 1
         if self._index is not None:
-            self._index.write(f"{image_id},{label},{prob:.6f},{self.method},{map_file},{png_file}\n")
+            self._index.write(f"{image_id},{label},{prob:.6f},{self.method.name},{map_file},{png_file}\n")
             self._index.flush()
         self.written.append({"id": image_id, "label": label, "probability": prob, "map": map_file, "png": png_file})
 
@@ -420,3 +469,8 @@ class SaliencyHandler:
             cb.ax.tick_params(labelsize=7)
         fig.savefig(path)
         plt.close(fig)
+
+
+def _no_flat(flat: Mapping[str, Any], what: str) -> None:
+    if flat:
+        raise TypeError(f"SaliencyHandler: give {sorted(flat)} inside {what}, not beside it")

@@ -30,11 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from medclass import vocab
+from medclass.bundle_tools import config_files
 from medclass.engines import autocast_context, resolve_precision
 from medclass.errors import user_error
+from medclass.files import atomic_write
 from medclass.label.safety import config_code
+from medclass.metrics import decisions
+from medclass.saliency import saliency_maps
 from medclass.transforms import input_geometry
-from medclass.utils import flag
+from medclass.vocab import flag, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -46,25 +51,9 @@ class InputImageError(ValueError):
 
 
 def parse_label_value(value: Any, where: str) -> float:
-    """An image-level label value: 1/0 (also true/false, yes/no, positive/negative) or unknown (None, "", NaN)."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and math.isnan(value):
-            return math.nan
-        if value in (0, 1):
-            return float(value)
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("", "nan", "none", "null", "unknown", "-1", "u"):
-            return math.nan
-        if v in ("1", "1.0", "true", "yes", "positive", "pos"):
-            return 1.0
-        if v in ("0", "0.0", "false", "no", "negative", "neg"):
-            return 0.0
-    raise ValueError(f"{where}: label value {value!r} is not 1/0 (true/false) or empty for unknown")
+    """An image-level label value from a client: :func:`medclass.vocab.parse_label_value` with its yes/no words
+    (1/0, true/false, yes/no, positive/negative; unknown: None, "", NaN, -1, unknown)."""
+    return vocab.parse_label_value(value, where, words=True)
 
 
 def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapping[str, float]]],
@@ -80,7 +69,7 @@ def write_label_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, Mapp
         The number of rows written.
     """
     n = 0
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "id", *label_names])
         for image, image_id, labels in rows:
@@ -196,8 +185,6 @@ class BundleModel:
                  name: str | None = None) -> None:
         from monai.bundle import ConfigParser
 
-        from medclass.bundle_tools import config_files
-
         self.bundle_dir = Path(bundle_dir).expanduser().resolve()
         if not (self.bundle_dir / "configs" / "common.yaml").is_file():
             raise ValueError(f"{self.bundle_dir}: not a medclass bundle (no configs/common.yaml)")
@@ -305,8 +292,6 @@ class BundleModel:
             InputImageError: the image cannot be read or does not suit the bundle (message names the problem).
             FileNotFoundError: the bundle has no trained model.
         """
-        from medclass.metrics import decisions
-
         image = Path(image)
         method = self.saliency_method if method is None else method
         fmt = saliency_format or ("png" if self.spatial_dims == 2 and not _volume_file(image) else "nifti")
@@ -322,7 +307,7 @@ class BundleModel:
                 raise InputImageError(str(user)) from exc
             raise
         probs = served.probabilities(pre)
-        thresholds = np.asarray(served.network.thresholds.detach().float().cpu(), dtype=np.float64)
+        thresholds = resolve_thresholds(None, served.network, self.label_names)
         dec = decisions(probs.reshape(1, -1), thresholds, self.task)[0]
         labels = [
             {"name": n, "probability": float(probs[i]), "prediction": int(dec[i]), "threshold": float(thresholds[i])}
@@ -355,8 +340,6 @@ class BundleModel:
         """The saliency map of label ``target`` on the input image's grid (see :meth:`predict` for ``fmt``)."""
         from monai.data import MetaTensor
         from monai.transforms import ResampleToMatch
-
-        from medclass.saliency import saliency_maps
 
         x = pre.unsqueeze(0) if pre.dim() == self.spatial_dims + 1 else pre
         param = next(network.parameters())

@@ -26,6 +26,7 @@ import numpy as np
 from medclass.metrics.bootstrap import bootstrap_ci
 from medclass.metrics.calibration import brier_score, calibration_fit, reliability, top_label
 from medclass.metrics.classification import accuracy_at, binary_auc, decisions as make_decisions
+from medclass.metrics import multiclass as mc
 from medclass.metrics.intervals import delong_ci, proportion_ci
 from medclass.metrics.operating_points import MIN_POSITIVES, average_precision, binary_stats
 from medclass.metrics.subgroups import subgroup_metrics
@@ -269,8 +270,6 @@ def evaluate_predictions(
         "subgroups": subgroup_metrics(y, p, d, names, groups) if groups else [],
     }
     if task == "multiclass":
-        from medclass.metrics import multiclass as mc
-
         out["multiclass"] = {"confusion_matrix": mc.confusion_matrix(y, p).tolist(),
                              "per_class_accuracy": dict(zip(names, mc.per_class_accuracy(y, p).tolist())),
                              "balanced_accuracy": mc.balanced_accuracy(y, p), "macro_auc": mc.macro_auc(y, p),

@@ -1,4 +1,5 @@
-"""Classification networks: one factory (:func:`build_classifier`) over MONAI DenseNet, ResNet and ViT.
+"""Classification networks: one factory (:func:`build_classifier`, or :func:`build` of a :class:`ClassifierSpec`)
+over MONAI DenseNet, ResNet and ViT.
 
 Every model is a :class:`Classifier` returning plain logits ``(B, num_classes)`` for inputs
 ``(B, C, H, W[, D])``, with its decision thresholds (buffer) and label names (extra state) in its ``state_dict``.
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 from medclass.networks.acs import ACSConv, acs_split, convert_to_acs
 from medclass.networks.classifier import Classifier, DenseNetClassifier, ResNetClassifier, ViTClassifier
-from medclass.networks.factory import (
+from medclass.networks.factory import build, build_classifier
+from medclass.networks.spec import (
     ARCHS,
     CONVS,
     STEM_STRIDE,
     STEMS,
-    build_classifier,
+    ClassifierSpec,
     choose_patch_size,
     choose_stem,
     normalize_image_size,
@@ -47,6 +49,7 @@ __all__ = [
     "STEMS",
     "STEM_STRIDE",
     "Classifier",
+    "ClassifierSpec",
     "DenseNetClassifier",
     "LoadReport",
     "Preprocessing",
@@ -58,6 +61,7 @@ __all__ = [
     "ViTClassifier",
     "acs_split",
     "architecture_args",
+    "build",
     "build_classifier",
     "cache_dir",
     "choose_patch_size",

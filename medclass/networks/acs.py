@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medclass.networks.classifier import Classifier
 from medclass.networks.safe_conv import TinyInputFp32Mixin
 
 logger = logging.getLogger(__name__)
@@ -205,8 +206,6 @@ def convert_to_acs(model: nn.Module) -> nn.Module:
         ValueError: a ViT classifier (no convolutions to convert but its patch embedding), a ``Conv3d`` with
             ``groups != 1``, a non-zero ``padding_mode``, or an even/non-cubic kernel (the message names the layer).
     """
-    from medclass.networks.classifier import Classifier
-
     if isinstance(model, Classifier):
         if model.spatial_dims != 3:
             raise ValueError(

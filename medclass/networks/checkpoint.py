@@ -35,7 +35,7 @@ __all__ = ["PickledObject", "load_checkpoint_object", "read_safetensors", "read_
 
 _NESTED_KEYS = ("model", "state_dict", "network", "net")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
-_MODEL_LEVEL_KEYS = ("thresholds", "temperature", "_extra_state")
+MODEL_LEVEL_KEYS = ("thresholds", "temperature", "_extra_state")
 _MAX_LISTED = 10
 
 # modules whose pickled classes may be read back as inert records (whole pickled models); anything else is refused

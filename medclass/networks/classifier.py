@@ -66,14 +66,14 @@ def _check_thresholds(thresholds: float | Sequence[float] | torch.Tensor | None,
     return t
 
 
-def _encode_state(state: dict[str, Any]) -> torch.Tensor:
+def encode_metadata(state: dict[str, Any]) -> torch.Tensor:
     """JSON-encode plain python metadata into a uint8 tensor (survives weights_only loading and tensor-only tools)."""
     data = json.dumps(state, sort_keys=True).encode("utf-8")
     return torch.tensor(list(data), dtype=torch.uint8)
 
 
-def _decode_state(state: Any) -> dict[str, Any]:
-    """Inverse of :func:`_encode_state`; also accepts a plain dict."""
+def decode_metadata(state: Any) -> dict[str, Any]:
+    """Inverse of :func:`encode_metadata`; also accepts a plain dict."""
     if isinstance(state, dict):
         return state
     if isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1:
@@ -270,12 +270,12 @@ class Classifier(nn.Module):
         tensor-only tools (``monai.networks.utils.copy_model_state``, ``.to(device)`` loops) accept it.
         Decode it with :func:`Classifier.decode_extra_state`.
         """
-        return _encode_state(self.describe())
+        return encode_metadata(self.describe())
 
     @torch.jit.unused
     def set_extra_state(self, state: Any) -> None:
         """Restore the label names from a state written by :meth:`get_extra_state` (tensor or dict)."""
-        meta = _decode_state(state)
+        meta = decode_metadata(state)
         for key in ("arch", "spatial_dims", "in_channels", "conv", "stem", "stem_stride", "dilate_last_stage"):
             if key in meta and meta[key] != getattr(self, key):
                 logger.warning(
@@ -307,7 +307,7 @@ class Classifier(nn.Module):
     @staticmethod
     def decode_extra_state(state: Any) -> dict[str, Any]:
         """Decode ``state_dict()["_extra_state"]`` into the metadata dict."""
-        return _decode_state(state)
+        return decode_metadata(state)
 
     @torch.jit.unused
     def describe(self) -> dict[str, Any]:
@@ -447,6 +447,6 @@ class ViTClassifier(Classifier):
         return self.backbone.classification_head(self.head_drop(features))
 
 
-def _num_params(module: nn.Module) -> int:
+def num_params(module: nn.Module) -> int:
     """Number of parameters (for log messages)."""
     return int(sum(math.prod(p.shape) for p in module.parameters()))

@@ -18,43 +18,38 @@ from monai.networks.layers.factories import Conv
 from monai.networks.nets import ViT, DenseNet121, DenseNet169, DenseNet201
 from monai.networks.nets.resnet import ResNet, ResNetBlock, ResNetBottleneck
 
+from medclass.networks.acs import convert_to_acs
 from medclass.networks.classifier import (
     Classifier,
     DenseNetClassifier,
     ResNetClassifier,
     ViTClassifier,
-    _num_params,
+    num_params,
+)
+from medclass.networks.finetune import freeze as freeze_stages
+from medclass.networks.pretrained import architecture_args, inspect_pretrained, load_pretrained
+from medclass.networks.safe_conv import make_small_3d_convs_safe
+from medclass.networks.spec import (  # noqa: F401  (ARCHS ... choose_stem: their names here before spec.py)
+    ARCHS,
+    CONVS,
+    MIN_CAM_GRID,
+    STEM_STRIDE,
+    STEMS,
+    ClassifierSpec,
+    choose_patch_size,
+    choose_stem,
+    densenet_feature_size,
+    is_int,
+    normalize_image_size,
+    resnet_feature_size,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ARCHS", "CONVS", "STEMS", "build_classifier", "choose_patch_size", "choose_stem", "normalize_image_size"]
-
-ARCHS: tuple[str, ...] = (
-    "densenet121",
-    "densenet169",
-    "densenet201",
-    "resnet10",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "vit",
-    "vit_small",
-    "vit_base",
-)
-"""Architectures accepted by :func:`build_classifier` (``vit_small`` / ``vit_base``: ViT-S/B, 12 blocks, qkv bias and
-LayerNorm eps 1e-6 as timm and torchvision build them, for their pretrained weights)."""
-
-STEMS: tuple[str, ...] = ("auto", "small", "medium", "standard")
-"""Stem choices; see :func:`choose_stem`."""
-
-STEM_STRIDE: dict[str, int] = {"small": 1, "medium": 2, "standard": 4}
-"""Total down-sampling of each stem."""
-
-CONVS: tuple[str, ...] = ("standard", "acs")
-"""Convolution choices of 3D CNNs: plain ``Conv3d`` or ACS convolutions (:class:`medclass.networks.ACSConv`)."""
+__all__ = [
+    "ARCHS", "CONVS", "STEMS", "ClassifierSpec", "build", "build_classifier", "choose_patch_size", "choose_stem",
+    "normalize_image_size",
+]
 
 _DENSENETS = {"densenet121": DenseNet121, "densenet169": DenseNet169, "densenet201": DenseNet201}
 _RESNETS: dict[str, tuple[type[nn.Module], list[int]]] = {
@@ -65,11 +60,7 @@ _RESNETS: dict[str, tuple[type[nn.Module], list[int]]] = {
     "resnet101": (ResNetBottleneck, [3, 4, 23, 3]),
     "resnet152": (ResNetBottleneck, [3, 8, 36, 3]),
 }
-MIN_CAM_GRID = 4
-"""``dilate_last_stage="auto"`` dilates CNNs whose last feature grid would have fewer cells than this on a side."""
 
-# (small, medium) upper bounds of the min spatial side for stem="auto"
-_AUTO_STEM_BOUNDS = {2: (48, 128), 3: (16, 64)}
 _VIT_DEFAULTS: dict[str, Any] = {"hidden_size": 384, "mlp_dim": 1536, "num_layers": 8, "num_heads": 6}
 _VIT_ARCHS: dict[str, dict[str, Any]] = {
     "vit": _VIT_DEFAULTS,
@@ -77,8 +68,6 @@ _VIT_ARCHS: dict[str, dict[str, Any]] = {
     "vit_base": {"hidden_size": 768, "mlp_dim": 3072, "num_layers": 12, "num_heads": 12, "qkv_bias": True},
 }
 _VIT_LN_EPS = {"vit_small": 1e-6, "vit_base": 1e-6}  # timm / torchvision ViT LayerNorms (MONAI's default is 1e-5)
-_VIT_GRID_RANGE = (7, 16)  # preferred patches per side
-_VIT_MAX_AUTO_PATCH = 16
 
 # constructor arguments the factory sets itself -> what to use instead
 _RESERVED: dict[str, dict[str, str]] = {
@@ -114,155 +103,12 @@ _RESERVED: dict[str, dict[str, str]] = {
 }
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_pos_int(name: str, v: Any) -> int:
-    if not _is_int(v) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
-
-
-def normalize_image_size(image_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
-    """An int or a sequence of ``spatial_dims`` positive ints as a tuple.
-
-    Raises:
-        ValueError: wrong length or non-positive sizes.
-        TypeError: not an int or a sequence of ints.
-    """
-    if _is_int(image_size):
-        size: tuple[int, ...] = (int(image_size),) * spatial_dims
-    elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
-        if not all(_is_int(s) for s in image_size):
-            raise TypeError(f"image_size must hold ints, got {image_size!r}")
-        size = tuple(int(s) for s in image_size)
-    else:
-        raise TypeError(f"image_size must be an int or a sequence of ints, got {image_size!r}")
-    if len(size) != spatial_dims:
-        raise ValueError(f"image_size {image_size!r} has {len(size)} values but spatial_dims is {spatial_dims}")
-    if any(s < 1 for s in size):
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return size
-
-
-def choose_stem(image_size: int | Sequence[int], spatial_dims: int = 2) -> str:
-    """The stem ``stem="auto"`` picks for an input size (by the smallest spatial side ``s``).
-
-    2D: ``s <= 48`` small (stride 1), ``s <= 128`` medium (stride 2), else standard (stride 4).
-    3D (cost is cubic): ``s <= 16`` small, ``s <= 64`` medium, else standard.
-
-    Args:
-        image_size: input size, int or one per spatial dim.
-        spatial_dims: 2 or 3.
-
-    Returns:
-        ``"small"``, ``"medium"`` or ``"standard"``.
-    """
-    if spatial_dims not in _AUTO_STEM_BOUNDS:
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    s = min(normalize_image_size(image_size, spatial_dims))
-    small, medium = _AUTO_STEM_BOUNDS[spatial_dims]
-    if s <= small:
-        return "small"
-    if s <= medium:
-        return "medium"
-    return "standard"
-
-
-def _patch_for_sides(sides: Sequence[int], lo: int, hi: int) -> int | None:
-    """Largest patch size <= 16 dividing every side with a grid in [lo, hi] per side (else the smallest such > 16)."""
-    common = None
-    for s in sides:
-        cands = {p for p in range(1, s + 1) if s % p == 0 and lo <= s // p <= hi}
-        common = cands if common is None else common & cands
-    if not common:
-        return None
-    small = [p for p in common if p <= _VIT_MAX_AUTO_PATCH]
-    return max(small) if small else min(common)
-
-
-def choose_patch_size(image_size: int | Sequence[int], spatial_dims: int = 2) -> tuple[int, ...]:
-    """ViT patch size for an input size: a grid of about 7-16 patches per side.
-
-    The largest patch size <= 16 that divides a side and leaves 7..16 patches along it (28 -> 4, 64 -> 8,
-    96 -> 12, 224 -> 16), the same for all sides where one fits them all (64x96 -> 8), else chosen per side.
-    Where no divisor gives 7..16 patches, a grid of 4..32 is accepted (closest to the preferred range).
-
-    Raises:
-        ValueError: a side has no usable divisor (e.g. a prime such as 31): pass ``patch_size`` or resize.
-    """
-    size = normalize_image_size(image_size, spatial_dims)
-    p = _patch_for_sides(size, *_VIT_GRID_RANGE)
-    if p is not None:
-        return (p,) * len(size)
-    out = []
-    for s in size:
-        q = _patch_for_sides([s], *_VIT_GRID_RANGE)
-        if q is None:
-            cands = [d for d in range(1, s + 1) if s % d == 0 and 4 <= s // d <= 32]
-            if not cands:
-                raise ValueError(
-                    f"cannot choose a ViT patch size for image_size {size}: side {s} has no divisor leaving 4-32 "
-                    "patches; pass patch_size=... or resize the images"
-                )
-            lo, hi = _VIT_GRID_RANGE
-            q = min(cands, key=lambda d: abs(math.log((s // d) / (lo if s // d < lo else hi))))
-        out.append(q)
-    return tuple(out)
-
-
-def _after_stem(side: int, stem: str) -> int:
-    """Side after a CNN stem: each stride-2 step (7x7/3x3 conv or 3x3 max-pool, padded) rounds up."""
-    for _ in range(STEM_STRIDE[stem].bit_length() - 1):
-        side = (side - 1) // 2 + 1
-    return side
-
-
-def _densenet_feature_size(side: int, stem: str) -> int:
-    """Spatial size of a DenseNet's final feature map along one side."""
-    side = _after_stem(side, stem)
-    for _ in range(3):  # transitions: 2x2 average pooling, stride 2 (rounds down)
-        side //= 2
-    return side
-
-
-def _resnet_feature_size(side: int, stem: str) -> int:
-    """Side of ResNet's last feature map (``layer4``) for an input side and stem."""
-    side = _after_stem(side, stem)
-    for _ in range(3):  # layer2..layer4: 3x3 conv stride 2, padding 1 (rounds up)
-        side = (side - 1) // 2 + 1
-    return side
-
-
 def _check_reserved(family: str, arch_kwargs: dict[str, Any]) -> None:
     for key in arch_kwargs:
         if key in _RESERVED[family]:
             raise TypeError(
                 f"build_classifier sets {family} argument {key!r} itself: use {_RESERVED[family][key]} instead"
             )
-
-
-def _check_conv_inflate(arch: str, spatial_dims: int, conv: Any, inflate: Any) -> None:
-    """Validate ``conv`` and ``inflate`` of :func:`build_classifier`."""
-    from medclass.networks.inflate import check_inflate_mode
-
-    if conv not in CONVS:
-        raise ValueError(f"unknown conv {conv!r}: expected one of {CONVS}")
-    if conv == "acs" and (spatial_dims != 3 or arch.startswith("vit")):
-        raise ValueError(
-            f"conv='acs' is for 3D densenet*/resnet* models, got arch={arch!r} with spatial_dims={spatial_dims}"
-        )
-    if inflate is None:
-        return
-    check_inflate_mode(inflate)
-    if spatial_dims != 3 or arch.startswith("vit"):
-        raise ValueError(
-            f"inflate={inflate!r} starts a 3D densenet*/resnet* from a 2D checkpoint; got arch={arch!r} with "
-            f"spatial_dims={spatial_dims}"
-        )
-    if inflate == "acs" and conv != "acs":
-        raise ValueError("inflate='acs' loads 2D kernels 1:1 into ACS convolutions: also pass conv='acs'")
 
 
 def _build_densenet(
@@ -290,7 +136,7 @@ def _build_resnet(
 ) -> nn.Module:
     block, layers = _RESNETS[arch]
     layers = list(arch_kwargs.pop("layers", layers))
-    if len(layers) != 4 or not all(_is_int(n) and n >= 1 for n in layers):
+    if len(layers) != 4 or not all(is_int(n) and n >= 1 for n in layers):
         raise ValueError(f"layers must be 4 positive ints (blocks per stage), got {layers!r}")
     stem_args = {
         "small": {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True},
@@ -418,40 +264,30 @@ def build_classifier(
         TypeError: wrongly typed arguments, or ``arch_kwargs`` the factory sets itself.
         FileNotFoundError: ``pretrained`` does not exist.
     """
-    if not isinstance(arch, str):
-        raise TypeError(f"arch must be a string, one of {ARCHS}, got {arch!r}")
-    arch = arch.lower()
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}: expected one of {ARCHS}")
-    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    in_channels = _check_pos_int("in_channels", in_channels)
-    num_classes = _check_pos_int("num_classes", num_classes)
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}: expected one of {STEMS}")
-    if width is not None:
-        width = _check_pos_int("width", width)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-    size = normalize_image_size(image_size, spatial_dims) if image_size is not None else None
-    inflate = None if inflate == "" else inflate  # "" = none, as for pretrained (bundle configs)
-    _check_conv_inflate(arch, spatial_dims, conv, inflate)
-    if not isinstance(dilate_last_stage, bool) and dilate_last_stage != "auto":
-        raise TypeError(f"dilate_last_stage must be True, False or 'auto', got {dilate_last_stage!r}")
-    if dilate_last_stage is True and arch.startswith("vit"):
-        raise ValueError("dilate_last_stage applies to CNNs (densenet*/resnet*), not to arch='vit'")
-    if freeze not in (None, "none", ""):
-        from medclass.networks.finetune import parse_freeze
+    return build(ClassifierSpec(
+        arch, spatial_dims, in_channels, num_classes, image_size, stem=stem, width=width, dropout=dropout,
+        pretrained=pretrained, skip_head=skip_head, freeze=freeze, label_names=label_names, thresholds=thresholds,
+        conv=conv, inflate=inflate, dilate_last_stage=dilate_last_stage, arch_kwargs=arch_kwargs,
+    ))
 
-        parse_freeze(freeze)
-    arch_kwargs = dict(arch_kwargs)
-    spec = None
-    if pretrained is not None and str(pretrained) != "":
-        from medclass.networks.pretrained import architecture_args, inspect_pretrained
 
-        spec = inspect_pretrained(pretrained)
+def build(spec: ClassifierSpec) -> Classifier:
+    """Build the classifier ``spec`` describes (see :func:`build_classifier` for what each setting does).
+
+    Raises:
+        ValueError: the image is too small for the chosen stem, a ViT patch size that does not divide
+            ``image_size``, an unreadable / mismatching ``pretrained`` checkpoint.
+        TypeError: ``arch_kwargs`` the factory sets itself.
+        FileNotFoundError: ``pretrained`` does not exist.
+    """
+    arch, spatial_dims, in_channels, num_classes = spec.arch, spec.spatial_dims, spec.in_channels, spec.num_classes
+    size, stem, width, inflate = spec.image_size, spec.stem, spec.width, spec.inflate
+    arch_kwargs = dict(spec.arch_kwargs)
+    source = None
+    if spec.pretrained is not None:
+        source = inspect_pretrained(spec.pretrained)
         width, stem, arch_kwargs = architecture_args(
-            spec, arch=arch, spatial_dims=spatial_dims, width=width, stem=stem, image_size=size, inflate=inflate,
+            source, arch=arch, spatial_dims=spatial_dims, width=width, stem=stem, image_size=size, inflate=inflate,
             arch_kwargs=arch_kwargs,
         )
     common = dict(
@@ -460,9 +296,9 @@ def build_classifier(
         in_channels=in_channels,
         num_classes=num_classes,
         image_size=size,
-        dropout=float(dropout),
-        label_names=label_names,
-        thresholds=thresholds,
+        dropout=spec.dropout,
+        label_names=spec.label_names,
+        thresholds=spec.thresholds,
     )
 
     model: Classifier
@@ -508,7 +344,7 @@ def build_classifier(
             logger.warning("vit with image_size %s and patch_size %s has %d tokens: slow", size, patch_size, n_tokens)
         model = ViTClassifier(backbone, patch_size=patch_size, stem="patch", stem_stride=1, width=None, **common)
     else:
-        family = "densenet" if arch.startswith("densenet") else "resnet"
+        family = spec.family
         _check_reserved(family, arch_kwargs)
         if stem == "auto":
             if size is None:
@@ -518,8 +354,8 @@ def build_classifier(
                 stem = choose_stem(size, spatial_dims)
         w = 64 if width is None else width
         if family == "densenet":
-            if size is not None and min(_densenet_feature_size(s, stem) for s in size) < 1:
-                need = next(s for s in range(1, 1024) if _densenet_feature_size(s, stem) >= 1)
+            if size is not None and min(densenet_feature_size(s, stem) for s in size) < 1:
+                need = next(s for s in range(1, 1024) if densenet_feature_size(s, stem) >= 1)
                 raise ValueError(
                     f"image_size {size} is too small for {arch} with stem={stem!r} (each side needs >= {need}); "
                     "use stem='auto', 'small' or 'medium'"
@@ -529,18 +365,15 @@ def build_classifier(
         else:
             backbone = _build_resnet(arch, spatial_dims, in_channels, num_classes, stem, w, arch_kwargs)
             model = ResNetClassifier(backbone, stem=stem, stem_stride=STEM_STRIDE[stem], width=w, **common)
+        dilate_last_stage = spec.dilate_last_stage
         if dilate_last_stage == "auto":
-            feature_size = _densenet_feature_size if family == "densenet" else _resnet_feature_size
+            feature_size = densenet_feature_size if family == "densenet" else resnet_feature_size
             dilate_last_stage = size is not None and min(feature_size(s, stem) for s in size) < MIN_CAM_GRID
         if dilate_last_stage:
             _dilate_last_stage(model, family)
-        if conv == "acs":
-            from medclass.networks.acs import convert_to_acs
-
+        if spec.conv == "acs":
             convert_to_acs(model)
         elif spatial_dims == 3:
-            from medclass.networks.safe_conv import make_small_3d_convs_safe
-
             make_small_3d_convs_safe(model)
 
     logger.info(
@@ -553,21 +386,18 @@ def build_classifier(
         model.stem,
         model.conv,
         ", dilated last stage" if model.dilate_last_stage else "",
-        _num_params(model) / 1e6,
+        num_params(model) / 1e6,
     )
-    if spec is not None:
-        from medclass.networks.pretrained import load_pretrained
-
-        load_pretrained(model, spec, skip_head=skip_head, inflate=inflate)
+    if source is not None:
+        load_pretrained(model, source, skip_head=spec.skip_head, inflate=inflate)
     else:
-        if skip_head:
+        if spec.skip_head:
             logger.warning("build_classifier: skip_head=True has no effect without pretrained")
         if inflate is not None:
             logger.warning("build_classifier: inflate=%r has no effect without pretrained", inflate)
-    if freeze not in (None, "none", ""):
-        from medclass.networks.finetune import freeze as _freeze
-
-        if spec is None:
-            logger.warning("build_classifier: freeze=%r freezes randomly initialised weights (no pretrained)", freeze)
-        _freeze(model, freeze)
+    if spec.freezes:
+        if source is None:
+            logger.warning("build_classifier: freeze=%r freezes randomly initialised weights (no pretrained)",
+                           spec.freeze)
+        freeze_stages(model, spec.freeze)
     return model

@@ -20,6 +20,8 @@ from typing import Any
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from medclass.vocab import unwrap_model
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Unfreeze", "freeze", "param_groups", "parse_freeze", "stages", "unfreeze"]
@@ -139,7 +141,7 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 1.0) ->
     Raises:
         ValueError: a scale that is not a finite positive number (above 1 is allowed, and logged).
     """
-    model = getattr(model, "module", model)  # DistributedDataParallel: the classifier it wraps
+    model = unwrap_model(model)  # DistributedDataParallel: the classifier it wraps
     scale = float(backbone_lr_scale)
     if not scale > 0 or scale != scale or scale == float("inf"):
         raise ValueError(f"backbone_lr_scale must be a positive number, got {backbone_lr_scale!r}")

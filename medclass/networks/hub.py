@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medclass.files import atomic_write
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CACHE_ENV", "OFFLINE_ENV", "WEIGHTS", "WeightFile", "cache_dir", "download", "fetch", "sha256_of"]
@@ -202,22 +204,18 @@ def download(entry: WeightFile, dest: str | os.PathLike, *, timeout: float = 60.
         raise ValueError(f"{entry.name} has no published checksum: medclass does not download it unverified")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     h = hashlib.sha256()
     size = 0
-    try:
-        req = urllib.request.Request(entry.url, headers={"User-Agent": "medclass"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp, open(part, "wb") as f:  # noqa: S310 - pinned URL
-            while block := resp.read(1 << 20):
-                h.update(block)
-                f.write(block)
-                size += len(block)
+    req = urllib.request.Request(entry.url, headers={"User-Agent": "medclass"})
+    # a download that fails, or whose size or checksum is wrong, leaves no file at dest (only a removed temp)
+    with urllib.request.urlopen(req, timeout=timeout) as resp, atomic_write(dest, "wb") as f:  # noqa: S310 - pinned URL
+        while block := resp.read(1 << 20):
+            h.update(block)
+            f.write(block)
+            size += len(block)
         if entry.size is not None and size != entry.size:
             raise ValueError(f"download of {entry.url} has {size} bytes, expected {entry.size} ({entry.name})")
         _check_digest(entry, h.hexdigest(), f"download of {entry.url}")
-        os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)
     logger.info("downloaded %s (%d bytes, SHA-256 %s) to %s", entry.name, size, h.hexdigest(), dest)
     return dest
 

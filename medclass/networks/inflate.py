@@ -20,8 +20,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from medclass.networks.checkpoint import _MODEL_LEVEL_KEYS, state_and_source
+from medclass.networks.checkpoint import MODEL_LEVEL_KEYS, state_and_source
 from medclass.networks.checkpoint import fmt_keys as _fmt
+from medclass.networks.classifier import Classifier, decode_metadata, encode_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +112,10 @@ def _inflate_state(
 
 def _metadata(state: Mapping[str, Any]) -> dict[str, Any] | None:
     """The decoded classifier metadata of a state dict, or ``None``."""
-    from medclass.networks.classifier import _decode_state
-
     if "_extra_state" not in state:
         return None
     try:
-        return _decode_state(state["_extra_state"])
+        return decode_metadata(state["_extra_state"])
     except (TypeError, ValueError):
         return None
 
@@ -149,12 +148,10 @@ def _check_source(meta: dict[str, Any] | None, model: nn.Module, source: str) ->
         )
 
 
-def _prepare_inflated(
+def prepare_inflated(
     state: dict[str, Any], model: nn.Module, own: Mapping[str, Any], mode: str, source: str
 ) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], tuple[int, ...]]], list[str]]:
     """Inflate ``state`` (already with model-level keys) for ``model``; metadata rewritten as the 3D model's."""
-    from medclass.networks.classifier import Classifier, _encode_state
-
     if isinstance(model, Classifier):
         if model.spatial_dims != 3:
             raise ValueError(
@@ -174,7 +171,7 @@ def _prepare_inflated(
             new_meta = model.describe()
             if names is not None:
                 new_meta["label_names"] = list(names)
-            out["_extra_state"] = _encode_state(new_meta)
+            out["_extra_state"] = encode_metadata(new_meta)
     logger.info("inflated %d 2D kernels of %s to 3D (mode=%s)", len(inflated), source, mode)
     return out, mismatched, inflated
 
@@ -182,7 +179,7 @@ def _prepare_inflated(
 def _as_model_keys(state: dict[str, Any], model: nn.Module) -> tuple[dict[str, Any], str]:
     """Prefix a plain MONAI backbone state with ``backbone.`` (as :func:`load_weights` does)."""
     has_backbone = hasattr(model, "backbone") and isinstance(model.backbone, nn.Module)
-    if has_backbone and not any(k.startswith("backbone.") or k in _MODEL_LEVEL_KEYS for k in state):
+    if has_backbone and not any(k.startswith("backbone.") or k in MODEL_LEVEL_KEYS for k in state):
         return {f"backbone.{k}": v for k, v in state.items()}, "backbone"
     return state, "model"
 
@@ -245,14 +242,14 @@ def inflate_2d_to_3d(
 
     own = model_3d.state_dict()
     state, target = _as_model_keys(state, model_3d)
-    out, mismatched, _ = _prepare_inflated(state, model_3d, own, mode, source)
+    out, mismatched, _ = prepare_inflated(state, model_3d, own, mode, source)
 
     def optional(k: str) -> bool:
         return k.endswith(("num_batches_tracked", "_extra_state"))
 
     expected = dict(own)
     if target == "backbone":
-        for k in _MODEL_LEVEL_KEYS:
+        for k in MODEL_LEVEL_KEYS:
             expected.pop(k, None)
     missing = sorted(k for k in expected if k not in out and not optional(k))
     unexpected = sorted(k for k in out if k not in own)

@@ -34,6 +34,7 @@ from medclass.networks.checkpoint import PickledObject, load_checkpoint_object, 
 from medclass.networks.checkpoint import fmt_keys as _fmt
 from medclass.networks.hub import IMAGENET, INCEPTION, MEDICALNET, WEIGHTS, XRV, XRV_LABELS, fetch, sha256_of
 from medclass.networks.sources import SourceLayout, detect_layout, map_to_monai
+from medclass.networks.spec import choose_patch_size, choose_stem, family
 from medclass.networks.weights import load_weights
 
 logger = logging.getLogger(__name__)
@@ -192,10 +193,6 @@ def inspect_pretrained(source: str | os.PathLike | PretrainedSource) -> Pretrain
     return PretrainedSource(name, path, layout, state, tuple(labels), pre)
 
 
-def _family(arch: str) -> str:
-    return "vit" if arch.startswith("vit") else "densenet" if arch.startswith("densenet") else "resnet"
-
-
 def architecture_args(
     spec: PretrainedSource,
     *,
@@ -216,15 +213,13 @@ def architecture_args(
     Raises:
         ValueError: a contradiction (the message names the setting, its value and the source's).
     """
-    from medclass.networks.factory import choose_patch_size, choose_stem  # noqa: PLC0415 - factory imports this
-
     lay = spec.layout
     if lay.name in ("medclass", "monai"):
         return width, stem, arch_kwargs
     src = spec.display
     kw = dict(arch_kwargs)
     what = lay.arch or f"{lay.family} ({lay.fixed})"
-    if _family(arch) != lay.family or (lay.arch and arch != lay.arch):
+    if family(arch) != lay.family or (lay.arch and arch != lay.arch):
         hint = " (medclass's timm-compatible ViTs are arch='vit_small' and 'vit_base')" if lay.family == "vit" else ""
         raise ValueError(f"pretrained {src} holds {what} weights ({lay.name}); arch={arch!r} contradicts it{hint}")
     if not lay.arch:
@@ -412,7 +407,7 @@ def load_pretrained(
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module) or not hasattr(model, "in_channels"):
         raise TypeError(f"load_pretrained needs a medclass Classifier, got {type(model).__name__}")
-    if _family(str(getattr(model, "arch", ""))) != lay.family:
+    if family(str(getattr(model, "arch", ""))) != lay.family:
         raise ValueError(f"pretrained {src} holds {lay.arch or lay.family} weights ({lay.name}); the model is a "
                          f"{getattr(model, 'arch', type(model).__name__)}")
     own = dict(backbone.state_dict())

@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
-from medclass.networks.checkpoint import _MODEL_LEVEL_KEYS, read_state_dict, state_and_source
+from medclass.networks.checkpoint import MODEL_LEVEL_KEYS, read_state_dict, state_and_source
 from medclass.networks.checkpoint import fmt_keys as _fmt
-from medclass.networks.inflate import _prepare_inflated, check_inflate_mode
+from medclass.networks.inflate import prepare_inflated, check_inflate_mode
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +126,13 @@ def load_weights(
     own = model.state_dict()
     target = "model"
     has_backbone = hasattr(model, "backbone") and isinstance(model.backbone, nn.Module)
-    if has_backbone and not any(k.startswith("backbone.") or k in _MODEL_LEVEL_KEYS for k in state):
+    if has_backbone and not any(k.startswith("backbone.") or k in MODEL_LEVEL_KEYS for k in state):
         target = "backbone"
         state = {f"backbone.{k}": v for k, v in state.items()}
     hint = ""
     if inflate is not None and inflate != "":
         check_inflate_mode(inflate)
-        state, _, _ = _prepare_inflated(state, model, own, inflate, source)
+        state, _, _ = prepare_inflated(state, model, own, inflate, source)
         hint = f" (2D checkpoint inflated with mode={inflate!r})"
     else:
         found = _first_2d_kernel(state, own)
@@ -149,13 +149,13 @@ def load_weights(
     skipped: list[str] = []
     expected = dict(own)
     if target == "backbone":
-        for k in _MODEL_LEVEL_KEYS:
+        for k in MODEL_LEVEL_KEYS:
             expected.pop(k, None)
     if skip_head:
         head_name = getattr(model, "head_name", None)
         if not isinstance(head_name, str):
             raise TypeError(f"skip_head needs a model with a head_name attribute, got {type(model).__name__}")
-        drop = [k for k in set(state) | set(expected) if k.startswith(head_name + ".") or k in _MODEL_LEVEL_KEYS]
+        drop = [k for k in set(state) | set(expected) if k.startswith(head_name + ".") or k in MODEL_LEVEL_KEYS]
         skipped = sorted(k for k in drop if k in state)
         for k in drop:
             state.pop(k, None)

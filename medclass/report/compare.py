@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from medclass.files import atomic_json, atomic_write
 from medclass.metrics import MIN_POSITIVES, delong_test, mcnemar_test, sparse_reason, to_json
+from medclass.report.build import read_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ def _examples(values, k: int = 5) -> str:
 
 
 def _load(folder: Path) -> dict[str, Any]:
-    from medclass.report import read_predictions
-
     pred = read_predictions(folder / "predictions.csv")
     if pred["labels"] is None:
         raise ValueError(f"{folder / 'predictions.csv'}: no label_<label> columns; a comparison needs labels")
@@ -128,8 +128,9 @@ def compare_evaluations(eval_a: str | os.PathLike, eval_b: str | os.PathLike, ou
         od = Path(out_dir)
         od.mkdir(parents=True, exist_ok=True)
         _write_csv(od / "compare.csv", rows)
-        (od / "compare.json").write_text(json.dumps(to_json(out), indent=2, allow_nan=False))
-        (od / "compare.png").write_bytes(compare_figure(out))
+        atomic_json(od / "compare.json", to_json(out), allow_nan=False)
+        with atomic_write(od / "compare.png", "wb") as f:
+            f.write(compare_figure(out))
         logger.info("comparison written to %s", od)
     return out
 
@@ -141,13 +142,11 @@ def _cell(v: Any) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(COMPARE_COLUMNS)
         for r in rows:
             w.writerow([_cell(r[c]) for c in COMPARE_COLUMNS])
-    os.replace(tmp, path)
 
 
 def format_table(result: dict[str, Any]) -> str:

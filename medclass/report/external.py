@@ -20,15 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from medclass.data import label_matrix
+from medclass.files import atomic_json
 from medclass.metrics import to_json
 from medclass.metrics.shift import image_stats, intensity_shift, prevalence_shift, summarize_images
-from medclass.report import EXTERNAL_FILE
 from medclass.report.tables import ci_cell, fmt, table
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["external_comparison", "external_html", "prepare_external", "read_image_stats"]
 
+
+#: written into an evaluation folder by the external validation run (internal folder, data shift)
+EXTERNAL_FILE = "external.json"
 
 def _read(image: Any) -> np.ndarray:
     if isinstance(image, np.ndarray):
@@ -60,8 +64,6 @@ def read_image_stats(items: Sequence[Mapping], max_images: int = 200, seed: int 
 
 
 def _labels(items: Sequence[Mapping], n: int) -> np.ndarray:
-    from medclass.data import label_matrix
-
     return label_matrix([it for it in items if it.get("label") is not None], num_labels=n)
 
 
@@ -126,9 +128,7 @@ def prepare_external(folder: str | os.PathLike, items: Sequence[Mapping], thresh
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_json(obj), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    atomic_json(path, to_json(obj), allow_nan=False)
 
 
 def _figures(m: Mapping) -> dict[str, Any]:

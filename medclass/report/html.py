@@ -7,12 +7,11 @@ import datetime
 import html
 import re
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from medclass.files import atomic_text
 from medclass.report import plots
+from medclass.report.external import external_html
+from medclass.report.shortcuts import shortcuts_html
 from medclass.report.tables import (
     OPERATING_POINT_HEADER,
     PER_LABEL_HEADER,
@@ -23,6 +22,10 @@ from medclass.report.tables import (
     table as _table,
     warnings_html,
 )
+
+#: the folder of an evaluation folder the report's plots go to, and the page itself
+PLOTS_DIR = "plots"
+REPORT_FILE = "report.html"
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
@@ -58,7 +61,7 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
     names = metrics["label_names"]
     task = metrics["task"]
     y, p = pred["labels"], pred["probs"]
-    plot_dir = folder / "plots"
+    plot_dir = folder / PLOTS_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, bytes, str]] = []  # (file, png, caption)
 
@@ -109,8 +112,6 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
     parts.append("<h2>Discrimination and calibration per label</h2>"
                  + _table(PER_LABEL_HEADER, per_label_rows(metrics)))
     if metrics.get("external"):
-        from medclass.report.external import external_html
-
         parts.append(external_html(metrics["external"]))
 
     parts.append("<h2>ROC and precision-recall curves</h2>")
@@ -144,8 +145,6 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
 
     images = saliency_images(folder, saliency_max)
     if metrics.get("shortcuts"):
-        from medclass.report.shortcuts import shortcuts_html
-
         parts.append(shortcuts_html(metrics["shortcuts"]))
     parts.append("<h2>Saliency maps</h2>")
     if images:
@@ -160,6 +159,6 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
     else:
         parts.append('<p class="note">No saliency maps in this evaluation folder.</p>')
     parts.append("</body></html>")
-    path = folder / "report.html"
+    path = folder / REPORT_FILE
     atomic_text(path, "\n".join(parts))
     return path

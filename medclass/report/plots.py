@@ -5,16 +5,26 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from medclass.metrics import binary_stats, precision_recall_curve, proportion_ci, roc_curve
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(**kwargs: Any) -> Figure:
+    """A matplotlib figure without pyplot (matplotlib is imported when a report is drawn, not with medclass)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
@@ -28,7 +38,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def roc_pr_figure(label: str, labels, probs, threshold: float | None, auc: float | None, ap: float | None,
                   undefined: str | None = None) -> bytes:
     """ROC and precision-recall curves of one label side by side, the operating point marked on both."""
-    fig = Figure(figsize=(8.4, 3.9))
+    fig = _figure(figsize=(8.4, 3.9))
     ax_roc, ax_pr = fig.subplots(1, 2)
     fpr, tpr, _ = roc_curve(labels, probs)
     prec, rec, _ = precision_recall_curve(labels, probs)
@@ -63,7 +73,7 @@ def roc_pr_figure(label: str, labels, probs, threshold: float | None, auc: float
 
 def reliability_figure(curves: dict[str, dict], title: str = "Reliability diagram") -> bytes:
     """Observed frequency against mean predicted probability per bin for each curve, with bin counts below."""
-    fig = Figure(figsize=(6.4, 6.0))
+    fig = _figure(figsize=(6.4, 6.0))
     ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls=":", c="0.5", lw=1, label="perfect calibration")
     width = 1.0 / max(1, len(curves) + 1) / 10
@@ -88,7 +98,7 @@ def reliability_grid(curves: dict[str, dict], title: str = "Reliability") -> byt
     names = list(curves)
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(3.2 * cols, 3.1 * rows))
+    fig = _figure(figsize=(3.2 * cols, 3.1 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, name in zip(axes, names):
         r = curves[name]
@@ -120,7 +130,7 @@ def confusion_figure(matrix, names: Sequence[str], title: str = "Confusion matri
     """A ``(K, K)`` confusion matrix (rows: labelled class, columns: predicted) with counts in the cells."""
     cm = np.asarray(matrix, dtype=float)
     k = len(names)
-    fig = Figure(figsize=(1.1 * k + 2.6, 1.0 * k + 2.0))
+    fig = _figure(figsize=(1.1 * k + 2.6, 1.0 * k + 2.0))
     ax = fig.subplots()
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -139,7 +149,7 @@ def label_confusions_figure(per_label: dict[str, dict]) -> bytes:
     names = list(per_label)
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(2.7 * cols, 2.6 * rows))
+    fig = _figure(figsize=(2.7 * cols, 2.6 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, name in zip(axes, names):
         m = per_label[name]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import logging
 import math
 import os
@@ -34,13 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from medclass.files import atomic_json
 from medclass.metrics import to_json
-from medclass.report import SHORTCUTS_FILE
 from medclass.report.tables import fmt, table
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["border_mask", "shortcut_shares", "shortcuts_html", "summarize_shortcuts", "text_mask", "write_shortcuts"]
+
+#: written under ``saliency/`` by the evaluation writer when saliency maps exist (border / text shares)
+SHORTCUTS_FILE = "shortcuts.json"
 
 DEFAULTS = {"border": 0.08, "bright": 0.8, "contrast": 0.3, "corner": 0.25, "max_blob": 0.02, "flag_at": 0.5,
             "min_maps": 3}
@@ -175,9 +177,7 @@ def write_shortcuts(folder: str | os.PathLike, items: Sequence[Mapping], preproc
     out = {"heuristic": __doc__.split("\n\n")[1].strip(), "params": p,
            "uniform_border_share": float(border_mask((100, 100), p["border"]).mean()),
            "per_label": summarize_shortcuts(per_map, p["flag_at"], int(p["min_maps"])), "per_map": per_map}
-    tmp = root / (SHORTCUTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(to_json(out), indent=2, allow_nan=False))
-    os.replace(tmp, root / SHORTCUTS_FILE)
+    atomic_json(root / SHORTCUTS_FILE, to_json(out), allow_nan=False)
     flagged = [k for k, v in out["per_label"].items() if v["flagged"]]
     if flagged:
         logger.warning("saliency mostly on the border or burned-in text for %s", ", ".join(flagged))

@@ -35,12 +35,12 @@ from medclass.transforms.array import (
 from medclass.transforms.post import Probabilitiesd
 from medclass.transforms.io import META_KEYS, ReadImage, ReadImaged, read_image
 from medclass.transforms.orientation import InputGeometry, input_geometry
+from medclass.transforms.augment import AUGMENT_ON, DEFAULT_AUGMENT
 from medclass.transforms.presets import (
-    AUGMENT_ON,
-    DEFAULT_AUGMENT,
     OPTION_NAMES,
     PRESETS,
     Preset,
+    WithOptions,
     build_transforms,
     first_random_index,
     register_preset,
@@ -79,6 +79,7 @@ __all__ = [
     "OPTION_NAMES",
     "Preset",
     "PRESETS",
+    "WithOptions",
     "register_preset",
     "resolve_augment",
     "resolve_options",

@@ -38,14 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medclass.transforms.presets import (
-    Preset,
-    check_augment_on,
-    flip_axes,
-    normalization,
-    resolve_augment,
-    resolve_options,
-)
+from medclass.transforms.augment import check_augment_on, flip_axes
+from medclass.transforms.presets import Preset, normalization, resolve_augment, resolve_options
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ from typing import Any
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from medclass.data.skipped import check_image_content
+
 __all__ = ["RequireContentd"]
 
 
@@ -26,8 +28,6 @@ class RequireContentd(MapTransform):
         super().__init__(keys, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        from medclass.data.skipped import check_image_content
-
         for key in self.key_iterator(data):
             img = data[key]
             meta = getattr(img, "meta", {}) or {}

@@ -7,9 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.transforms import MapTransform
 
-
-def _unwrap(network):
-    return network.module if hasattr(network, "module") else network
+from medclass.vocab import TASKS, unwrap_model
 
 
 class Probabilitiesd(MapTransform):
@@ -29,13 +27,13 @@ class Probabilitiesd(MapTransform):
     def __init__(self, keys: Hashable | Sequence[Hashable], task: str = "multilabel",
                  network: torch.nn.Module | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        if task not in ("multilabel", "binary", "multiclass"):
+        if task not in TASKS:
             raise ValueError(f"task must be multilabel, binary or multiclass, got {task!r}")
         self.task = task
         self.network = network
 
     def temperature(self) -> float:
-        t = getattr(_unwrap(self.network), "temperature", None) if self.network is not None else None
+        t = getattr(unwrap_model(self.network), "temperature", None) if self.network is not None else None
         return float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else 1.0
 
     def __call__(self, data: Mapping) -> dict:

@@ -50,7 +50,6 @@ Output per item: ``image`` a ``float32`` :class:`monai.data.MetaTensor` of shape
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -59,19 +58,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import (
-    Compose,
-    EnsureTyped,
-    NormalizeIntensityd,
-    Orientationd,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    Spacingd,
-    Transform,
-)
+from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, Orientationd, Spacingd, Transform
 from monai.transforms.traits import RandomizableTrait
 
 from medclass.transforms.array import (
@@ -84,6 +71,15 @@ from medclass.transforms.array import (
     ZScoreIntensityd,
     resolve_window,
 )
+from medclass.transforms.augment import (  # noqa: F401  (AUGMENT_ON, DEFAULT_AUGMENT: their names here before)
+    AUGMENT_KEYS,
+    AUGMENT_ON,
+    DEFAULT_AUGMENT,
+    augmentations,
+    check_augment_on,
+    flip_axes,
+    merge_augment,
+)
 from medclass.transforms.checks import RequireContentd
 from medclass.transforms.io import ReadImaged
 
@@ -95,6 +91,8 @@ __all__ = [
     "OPTION_NAMES",
     "Preset",
     "PRESETS",
+    "WithOptions",
+    "get_preset",
     "register_preset",
     "resolve_augment",
     "resolve_options",
@@ -106,28 +104,6 @@ __all__ = [
     "transform_error",
 ]
 
-#: Training augmentation defaults (a preset's ``augment`` and the ``augment`` argument override them).
-DEFAULT_AUGMENT: dict[str, Any] = {
-    "flip_prob": 0.5,  # RandFlip probability, per flip axis
-    "flip_axes": None,  # spatial axes flipped (each on its own); None: the left-right axis (see build_transforms)
-    "rotate_deg": 10.0,  # RandAffine rotation range +-degrees (about every axis in 3D)
-    "zoom": 0.1,  # RandAffine scale range +-fraction
-    "translate": 0.05,  # RandAffine translation range +-fraction of the image size
-    "contrast_gamma": (0.8, 1.25),  # RandAdjustContrast gamma range, None to disable
-    "intensity_scale": 0.0,  # RandScaleIntensity: x * (1 + U(-s, s)); 0 disables
-    "intensity_shift": 0.0,  # RandShiftIntensity: x + U(-s, s) (units of the [0, 1] scaled image); 0 disables
-    "prob": 0.5,  # probability of RandAffine, RandAdjustContrast and the intensity scale / shift
-    "affine_prob": None,  # overrides "prob" for RandAffine
-    "contrast_prob": None,  # overrides "prob" for RandAdjustContrast
-    "intensity_prob": None,  # overrides "prob" for RandScaleIntensity / RandShiftIntensity
-    "padding_mode": "zeros",  # RandAffine padding: "zeros", "border" or "reflection"
-}
-_AUGMENT_KEYS = frozenset(DEFAULT_AUGMENT) | {"enabled"}
-
-#: Where the training augmentation runs: ``"sample"`` (MONAI dictionary transforms per item, in the data loader,
-#: at the end of :func:`build_transforms`'s pipeline) or ``"batch"`` (:class:`medclass.transforms.BatchAugment`
-#: on the collated training batch, on the training device; the item pipeline is then fully deterministic).
-AUGMENT_ON = ("sample", "batch")
 
 #: Every preset option :func:`build_transforms` knows (a preset accepts those in its ``options``,
 #: plus ``size_mode`` always and ``percentiles`` when it uses the built-in percentile scaling).
@@ -138,13 +114,34 @@ _AXCODE_PAIRS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 @dataclass(frozen=True)
+class WithOptions:
+    """A preset's ``intensity`` / ``pre_resize`` hook that takes the resolved options:
+    ``fn(image_key, spatial_dims, options)`` (a plain callable hook is called as ``fn(image_key, spatial_dims)``)."""
+
+    fn: Callable[[str, int, Mapping[str, Any]], Sequence[Transform]]
+
+    def __call__(self, key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+        return list(self.fn(key, spatial_dims, options))
+
+
+#: An ``intensity`` / ``pre_resize`` hook: ``f(image_key, spatial_dims)``, or :class:`WithOptions`.
+Hook = Callable[[str, int], Sequence[Transform]] | WithOptions
+
+
+def _hook_transforms(hook: Hook, key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
+    if isinstance(hook, WithOptions):
+        return hook(key, spatial_dims, options)
+    return list(hook(key, spatial_dims))
+
+
+@dataclass(frozen=True)
 class Preset:
     """How :func:`build_transforms` builds one kind of pipeline.
 
     Hooks return lists of deterministic transforms; ``spatial`` is called as
-    ``f(image_key, spatial_dims, options)``, ``intensity`` and ``pre_resize`` as
-    ``f(image_key, spatial_dims)`` or, when they take a third argument, ``f(image_key, spatial_dims,
-    options)`` with ``options`` the resolved option dict (see :func:`resolve_options`).
+    ``f(image_key, spatial_dims, options)``, ``intensity`` and ``pre_resize`` as ``f(image_key, spatial_dims)``, or,
+    wrapped in :class:`WithOptions`, as ``f(image_key, spatial_dims, options)``, with ``options`` the resolved option
+    dict (see :func:`resolve_options`).
 
     Attributes:
         name: registry key.
@@ -170,8 +167,8 @@ class Preset:
     description: str = ""
     voi: bool = True
     percentiles: tuple[float, float] = (0.5, 99.5)
-    intensity: Callable[..., list[Transform]] | None = None
-    pre_resize: Callable[..., list[Transform]] | None = None
+    intensity: Hook | None = None
+    pre_resize: Hook | None = None
     augment: Mapping[str, Any] = field(default_factory=dict)
     normalize: tuple[float, float] | Callable[[Mapping[str, Any]], tuple[float, float]] = (0.5, 0.25)
     spatial_dims: tuple[int, ...] = (2, 3)
@@ -189,10 +186,10 @@ def register_preset(preset: Preset, overwrite: bool = False) -> Preset:
         raise TypeError(f"expected a Preset, got {type(preset).__name__}")
     if preset.name in PRESETS and not overwrite:
         raise ValueError(f"preset {preset.name!r} already registered; pass overwrite=True to replace it")
-    unknown = set(preset.augment) - _AUGMENT_KEYS
+    unknown = set(preset.augment) - AUGMENT_KEYS
     if unknown:
         raise ValueError(
-            f"preset {preset.name!r}: unknown augment keys {sorted(unknown)}; allowed {sorted(_AUGMENT_KEYS)}"
+            f"preset {preset.name!r}: unknown augment keys {sorted(unknown)}; allowed {sorted(AUGMENT_KEYS)}"
         )
     PRESETS[preset.name] = preset
     return preset
@@ -265,7 +262,7 @@ register_preset(
         "flip/affine/intensity scale+shift",
         voi=False,
         spatial=_orientation_and_spacing,
-        intensity=_ct_window,
+        intensity=WithOptions(_ct_window),
         options={"axcodes": "RAS", "spacing": None, "window": "soft_tissue"},
         augment={"contrast_gamma": None, "intensity_scale": 0.1, "intensity_shift": 0.1},
     )
@@ -277,7 +274,7 @@ register_preset(
         "normalisation, flip/affine/gamma/intensity scale+shift",
         voi=False,
         spatial=_orientation_and_spacing,
-        intensity=_mr_intensity,
+        intensity=WithOptions(_mr_intensity),
         normalize=_mr_normalize,
         options={"axcodes": "RAS", "spacing": None, "mr_norm": "percentile", "percentiles": (0.5, 99.5)},
         augment={"intensity_scale": 0.1, "intensity_shift": 0.1, "padding_mode": "border"},
@@ -343,7 +340,7 @@ def resolve_options(preset: Preset | str, spatial_dims: int = 3, **options: Any)
         ValueError: unknown option, an option the preset does not take (given a non-None value), or
             an invalid value.
     """
-    p = _get_preset(preset)
+    p = get_preset(preset)
     defaults: dict[str, Any] = {"size_mode": "resize"}
     if p.intensity is None:
         defaults["percentiles"] = tuple(p.percentiles)
@@ -376,98 +373,22 @@ def resolve_options(preset: Preset | str, spatial_dims: int = 3, **options: Any)
     return out
 
 
-def _call_hook(fn: Callable[..., Any], key: str, spatial_dims: int, options: Mapping[str, Any]) -> list[Transform]:
-    """Call a hook with ``options`` when it takes a third argument, else as ``fn(key, spatial_dims)``."""
-    try:
-        inspect.signature(fn).bind(key, spatial_dims, options)
-        takes_options = True
-    except TypeError:
-        takes_options = False
-    except ValueError:  # no signature (some builtins): the historical two-argument form
-        takes_options = False
-    return list(fn(key, spatial_dims, options) if takes_options else fn(key, spatial_dims))
-
-
-def _prob(cfg: Mapping[str, Any], key: str) -> float:
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
-        raise ValueError(f"augment[{key!r}] must be a probability in [0, 1], got {v!r}")
-    return float(v)
-
-
-def _nonneg(cfg: Mapping[str, Any], key: str, upper: float) -> float:
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) < upper:
-        raise ValueError(f"augment[{key!r}] must be a number in [0, {upper}), got {v!r}")
-    return float(v)
 
 
 def resolve_augment(augment: Mapping[str, Any] | bool | None, preset: Preset | str = "cxr") -> dict[str, Any] | None:
-    """Merge :data:`DEFAULT_AUGMENT`, the preset's overrides and ``augment``; validate.
-
-    Args:
-        augment: ``None`` / ``True`` for the defaults, ``False`` or ``{"enabled": False}`` for none,
-            or a dict overriding any of :data:`DEFAULT_AUGMENT`'s keys.
-        preset: a :class:`Preset` or registered name.
+    """Merge :data:`DEFAULT_AUGMENT`, the preset's overrides and ``augment``; validate
+    (:func:`medclass.transforms.augment.merge_augment` with the preset's ``augment``).
 
     Returns:
-        The full, validated settings (``affine_prob`` / ``contrast_prob`` / ``intensity_prob`` filled
-        in, ``flip_axes`` a tuple or None), or ``None`` when augmentation is disabled. The flip axes'
-        range is checked by :func:`build_transforms`, which knows ``spatial_dims``.
+        The full, validated settings, or ``None`` when augmentation is disabled.
     """
-    p = _get_preset(preset)
-    if augment is False:
-        return None
-    if augment is None or augment is True:
-        augment = {}
-    if not isinstance(augment, Mapping):
-        raise TypeError(f"augment must be a dict, True, False or None, got {type(augment).__name__}")
-    unknown = set(augment) - _AUGMENT_KEYS
-    if unknown:
-        raise ValueError(f"unknown augment keys {sorted(unknown)}; allowed {sorted(_AUGMENT_KEYS)}")
-    if not augment.get("enabled", True):
-        return None
-    cfg = {**DEFAULT_AUGMENT, **dict(p.augment), **{k: v for k, v in augment.items() if k != "enabled"}}
-    cfg["flip_prob"] = _prob(cfg, "flip_prob")
-    cfg["prob"] = _prob(cfg, "prob")
-    for k in ("affine_prob", "contrast_prob", "intensity_prob"):
-        cfg[k] = cfg["prob"] if cfg[k] is None else _prob(cfg, k)
-    cfg["rotate_deg"] = _nonneg(cfg, "rotate_deg", 180.0)
-    cfg["zoom"] = _nonneg(cfg, "zoom", 1.0)
-    cfg["translate"] = _nonneg(cfg, "translate", 1.0)
-    cfg["intensity_scale"] = _nonneg(cfg, "intensity_scale", 1.0)
-    cfg["intensity_shift"] = _nonneg(cfg, "intensity_shift", math.inf)
-    axes = cfg["flip_axes"]
-    if axes is not None:
-        if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
-            axes = (axes,)
-        if (
-            not isinstance(axes, Sequence)
-            or isinstance(axes, str)
-            or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes)
-        ):
-            raise ValueError(f"augment['flip_axes'] must be None, an axis or a list of spatial axes, got {axes!r}")
-        cfg["flip_axes"] = tuple(int(a) for a in axes)
-    g = cfg["contrast_gamma"]
-    if g is not None:
-        if isinstance(g, (int, float)) and not isinstance(g, bool):
-            g = (float(g), float(g))
-        if (
-            not isinstance(g, Sequence)
-            or len(g) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in g)
-            or not 0.0 < float(g[0]) <= float(g[1])
-        ):
-            raise ValueError(f"augment['contrast_gamma'] must be (low, high) with 0 < low <= high, or None; got {g!r}")
-        cfg["contrast_gamma"] = (float(g[0]), float(g[1]))
-    if cfg["padding_mode"] not in ("zeros", "border", "reflection"):
-        raise ValueError(
-            f"augment['padding_mode'] must be 'zeros', 'border' or 'reflection', got {cfg['padding_mode']!r}"
-        )
-    return cfg
+    return merge_augment(augment, get_preset(preset).augment)
 
 
-def _get_preset(preset: Preset | str) -> Preset:
+
+
+def get_preset(preset: Preset | str) -> Preset:
+    """``preset`` itself, or the registered preset of that name (``ValueError`` naming the registered ones)."""
     if isinstance(preset, Preset):
         return preset
     if not isinstance(preset, str):
@@ -558,7 +479,7 @@ def build_transforms(
     """
     if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    p = _get_preset(preset)
+    p = get_preset(preset)
     if spatial_dims not in p.spatial_dims:
         raise ValueError(f"preset {p.name!r} supports spatial_dims {p.spatial_dims}, got {spatial_dims}")
     size = _image_size(image_size, spatial_dims)
@@ -582,14 +503,14 @@ def build_transforms(
         LabelToTensord(keys=[label_key], allow_missing_keys=True),
     ]
     if p.spatial is not None:
-        xforms += _call_hook(p.spatial, image_key, spatial_dims, opts)
+        xforms += list(p.spatial(image_key, spatial_dims, opts))
     if p.intensity is not None:
-        xforms += _call_hook(p.intensity, image_key, spatial_dims, opts)
+        xforms += _hook_transforms(p.intensity, image_key, spatial_dims, opts)
     else:
         lo, hi = opts["percentiles"]
         xforms.append(RobustScaleIntensityd(keys, lower=lo, upper=hi))
     if p.pre_resize is not None:
-        xforms += _call_hook(p.pre_resize, image_key, spatial_dims, opts)
+        xforms += _hook_transforms(p.pre_resize, image_key, spatial_dims, opts)
     if size is not None:
         if opts["size_mode"] == "crop_pad":
             xforms.append(CropOrPadd(keys, spatial_size=size))
@@ -600,7 +521,7 @@ def build_transforms(
     cfg = resolve_augment(augment, p) if train else None
     if cfg is not None:
         if augment_on == "sample":
-            xforms += _augmentations(keys, cfg, spatial_dims, size, opts)
+            xforms += augmentations(keys, cfg, spatial_dims, size, opts)
         else:
             flip_axes(cfg, spatial_dims, opts)  # same errors as the per-item pipeline, at build time
     sub, div = normalization(p, opts)
@@ -614,86 +535,15 @@ def build_transforms(
     return Compose(xforms)
 
 
-def check_augment_on(value: Any) -> str:
-    """Validate ``augment_on`` (``"sample"`` or ``"batch"``, case-insensitive); returns it in lower case."""
-    v = str(value).lower() if isinstance(value, str) else value
-    if v not in AUGMENT_ON:
-        raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {value!r}")
-    return v
 
 
 def normalization(preset: Preset | str, options: Mapping[str, Any]) -> tuple[float, float]:
     """``(subtrahend, divisor)`` of the preset's final fixed normalisation ``(x - subtrahend) / divisor``."""
-    p = _get_preset(preset)
+    p = get_preset(preset)
     sub, div = p.normalize(options) if callable(p.normalize) else p.normalize
     return float(sub), float(div)
 
 
-def flip_axes(cfg: Mapping[str, Any], spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, ...]:
-    """The distinct spatial axes (``0 .. spatial_dims - 1``) a resolved augment config flips, in order.
-
-    ``flip_axes=None`` means the left-right axis (see :func:`build_transforms`); ``ValueError`` for an axis out
-    of range. Empty when ``flip_prob`` is 0.
-    """
-    if cfg["flip_prob"] <= 0:
-        return ()
-    axes = cfg["flip_axes"]
-    if axes is None:
-        axes = (_left_right_axis(spatial_dims, options),)
-    seen: list[int] = []
-    for a in axes:
-        if not -spatial_dims <= a < spatial_dims:
-            raise ValueError(f"augment['flip_axes']: axis {a} out of range for spatial_dims={spatial_dims}")
-        a = a % spatial_dims
-        if a not in seen:
-            seen.append(a)
-    return tuple(seen)
-
-
-def _left_right_axis(spatial_dims: int, options: Mapping[str, Any]) -> int:
-    """The spatial axis running left-right: from ``axcodes`` for reoriented volumes, else the last axis."""
-    codes = options.get("axcodes")
-    if spatial_dims == 3 and codes:
-        return next(i for i, c in enumerate(codes) if c in ("L", "R"))
-    return spatial_dims - 1
-
-
-def _augmentations(
-    keys: list[str],
-    cfg: Mapping[str, Any],
-    spatial_dims: int,
-    size: tuple[int, ...] | None,
-    options: Mapping[str, Any],
-) -> list[Transform]:
-    out: list[Transform] = [
-        RandFlipd(keys, prob=cfg["flip_prob"], spatial_axis=a) for a in flip_axes(cfg, spatial_dims, options)
-    ]
-    if cfg["affine_prob"] > 0 and (cfg["rotate_deg"] > 0 or cfg["zoom"] > 0 or cfg["translate"] > 0):
-        rot = math.radians(cfg["rotate_deg"])
-        rotate_range = (rot,) if spatial_dims == 2 else (rot, rot, rot)
-        translate_range = tuple(cfg["translate"] * s for s in size) if size is not None else None
-        if size is None and cfg["translate"] > 0:
-            logger.warning("image_size=None: translation augmentation disabled (no fixed size to scale it by)")
-        out.append(
-            RandAffined(
-                keys,
-                prob=cfg["affine_prob"],
-                rotate_range=rotate_range if rot > 0 else None,
-                scale_range=(cfg["zoom"],) * spatial_dims if cfg["zoom"] > 0 else None,
-                translate_range=translate_range if cfg["translate"] > 0 else None,
-                spatial_size=size,
-                mode="bilinear",
-                padding_mode=cfg["padding_mode"],
-                cache_grid=size is not None,
-            )
-        )
-    if cfg["contrast_gamma"] is not None and cfg["contrast_prob"] > 0 and cfg["contrast_gamma"] != (1.0, 1.0):
-        out.append(RandAdjustContrastd(keys, prob=cfg["contrast_prob"], gamma=cfg["contrast_gamma"]))
-    if cfg["intensity_prob"] > 0 and cfg["intensity_scale"] > 0:
-        out.append(RandScaleIntensityd(keys, factors=cfg["intensity_scale"], prob=cfg["intensity_prob"]))
-    if cfg["intensity_prob"] > 0 and cfg["intensity_shift"] > 0:
-        out.append(RandShiftIntensityd(keys, offsets=cfg["intensity_shift"], prob=cfg["intensity_prob"]))
-    return out
 
 
 def first_random_index(compose: Compose) -> int:

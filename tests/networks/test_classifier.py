@@ -216,7 +216,9 @@ def test_stem_mismatch_and_old_medium_stem_weights_are_flagged(caplog):
     """Weights whose stem builds a different network with the same shapes load, but never silently: a small-stem
     checkpoint into a medium-stem model, and a 'medium' checkpoint from before the stride-2 conv (no stem_version),
     each log a warning naming the difference; a checkpoint of today's medium stem loads quietly."""
-    from medclass.networks.classifier import STEM_VERSION, _decode_state, _encode_state
+    from medclass.networks.classifier import STEM_VERSION
+    from medclass.networks.classifier import decode_metadata as _decode_state
+    from medclass.networks.classifier import encode_metadata as _encode_state
 
     medium = build_classifier("resnet18", spatial_dims=2, image_size=96, stem="medium")
     small = build_classifier("resnet18", spatial_dims=2, image_size=96, stem="small")

@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from medclass.data.datalist import TASKS, Datalist
+from medclass.data.datalist import Datalist
 from medclass.data.labels import CXR14_LABELS
+from medclass.data.sources.base import DatalistSource
+from medclass.vocab import check_task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MEDMNIST_INFO", "load_medmnist", "medmnist_flag"]
+__all__ = ["MEDMNIST_INFO", "MedmnistSource", "load_medmnist", "medmnist_flag"]
 
 _ORGANS = (
     "bladder",
@@ -215,9 +217,7 @@ def load_medmnist(
         inferred_task, classes = "binary", ("class_0", "class_1")
     else:
         inferred_task, classes = "multiclass", tuple(f"class_{i}" for i in range(int(values.max()) + 1))
-    task = task or inferred_task
-    if task not in TASKS:
-        raise ValueError(f"{source}: unknown task {task!r}; use one of {', '.join(TASKS)}")
+    task = check_task(task or inferred_task, source)
     if task == "multiclass":
         if width != 1:
             raise ValueError(
@@ -264,3 +264,18 @@ def load_medmnist(
     datalist = Datalist(splits, names, task, source=source)
     logger.info("%s: MedMNIST %s, %s labels %s, splits %s", source, flag, task, names, datalist.sizes())
     return datalist
+
+
+class MedmnistSource(DatalistSource):
+    """A MedMNIST v2 ``.npz`` with its official split; the items hold the images themselves (see
+    :func:`load_medmnist`). ``dataset_dir`` and ``check_files`` do not apply (the file holds its images)."""
+
+    kind = "MedMNIST npz"
+    suffixes = (".npz",)
+
+    def read(self, label_names: Sequence[str] | None = None, task: str | None = None) -> Datalist:
+        return load_medmnist(self.location, label_names, task=task)
+
+    def images(self, image_key: str | None = None) -> list[dict[str, Any]]:
+        """Every split's images with their ids."""
+        return [{"image": it["image"], "id": it["id"]} for items in self.read().splits.values() for it in items]

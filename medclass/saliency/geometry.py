@@ -1,0 +1,143 @@
+"""Where a feature grid's cells lie in the input: traced through the network's convolutions and poolings
+(:func:`trace_geometry`, :func:`cell_centres`), and maps upsampled from a grid to the input by those positions
+(:func:`upsample`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medclass.saliency.targets import model_state, plain, resolve_target_layer
+
+__all__ = ["UPSAMPLING", "Geometry", "cell_centres", "is_sliding_window", "per_dim", "trace_geometry", "upsample"]
+
+
+UPSAMPLING = ("receptive-field", "uniform")
+"""How a feature grid is resized to the input: at each cell's receptive-field centre (the default), or assuming
+cells tile the image evenly (``F.interpolate(..., align_corners=False)``, what MONAI's CAMs and pytorch-grad-cam
+do)."""
+
+Geometry = list[tuple[float, float]]
+"""Per spatial dim ``(stride, offset)``: feature cell ``j`` is centred on input index ``offset + stride * j``."""
+
+
+def per_dim(value: Any, nd: int) -> tuple[float, ...]:
+    """A kernel / stride / padding value as one float per spatial dim."""
+    if isinstance(value, (int, float)):
+        return (float(value),) * nd
+    value = tuple(float(v) for v in value)
+    return value * nd if len(value) == 1 else value
+
+
+def is_sliding_window(m: nn.Module) -> bool:
+    """A leaf convolution or pooling window (``nn.ConvNd``, ``nn.MaxPoolNd``, ``nn.AvgPoolNd``, ACSConv, ...)."""
+    if not all(hasattr(m, a) for a in ("kernel_size", "stride", "padding")):
+        return False
+    return not any(is_sliding_window(c) for c in m.children())
+
+
+@contextlib.contextmanager
+def trace_geometry(model: nn.Module, x: torch.Tensor):
+    """Record, during one forward pass, where the cells of every feature grid lie in the input.
+
+    Each convolution/pooling window called maps its output cell ``j`` to its input index
+    ``stride * j - padding + dilation * (kernel - 1) / 2``; composed along the forward pass this gives the
+    ``(stride, offset)`` of every grid the network makes, keyed by the grid's spatial shape (parallel branches of
+    one network, e.g. a ResNet block and its strided shortcut, agree on it). Yields the dict, filled after the
+    forward pass.
+
+    Why it matters: a padded stride-2 convolution or max-pool centres output ``j`` on input ``2j``, not on
+    ``2j + 0.5`` as an even tiling would; over a stride-8 ResNet stage the difference is 3.5 pixels (per axis),
+    enough for an upsampled CAM to peak beside a small finding. DenseNet's 2x2 average-pooling transitions and ViT
+    patch embeddings do tile evenly.
+    """
+    nd = x.dim() - 2
+    geo: dict[tuple[int, ...], Geometry] = {tuple(x.shape[2:]): [(1.0, 0.0)] * nd}
+
+    def hook(m, inp, out):
+        xin = inp[0] if isinstance(inp, (tuple, list)) and inp else None
+        if not isinstance(xin, torch.Tensor) or not isinstance(out, torch.Tensor) or xin.dim() != nd + 2:
+            return
+        s_in, s_out = tuple(xin.shape[2:]), tuple(out.shape[2:])
+        g_in = geo.get(s_in)
+        if g_in is None or s_out in geo or out.dim() != nd + 2:
+            return
+        k = per_dim(m.kernel_size, nd)
+        st = per_dim(m.stride if m.stride is not None else m.kernel_size, nd)  # pooling: stride None = kernel
+        d = per_dim(getattr(m, "dilation", 1), nd)
+        pad = m.padding
+        if isinstance(pad, str):  # 'same' centres each output on its input position, 'valid' has none
+            pad = [di * (ki - 1) / 2 for di, ki in zip(d, k)] if pad == "same" else [0.0] * nd
+        p = per_dim(pad, nd)
+        geo[s_out] = [
+            (gs * si, go + gs * (di * (ki - 1) / 2 - pi)) for (gs, go), si, di, ki, pi in zip(g_in, st, d, k, p)
+        ]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if is_sliding_window(m)]
+    try:
+        yield geo
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def cell_centres(
+    model: nn.Module, images: torch.Tensor, target_layer: str | nn.Module | None = None
+) -> list[list[float]]:
+    """Per spatial dim, the input index on which each cell of the Grad-CAM layer's grid is centred.
+
+    Args:
+        model: the classifier.
+        images: an input ``(B, C, *spatial)`` of the size the maps are for (one image is enough).
+        target_layer: as for :func:`saliency_maps` (``None``: the model's own).
+
+    Returns:
+        One list per spatial dim: ``offset + stride * j`` for every cell ``j`` (the grid placement Grad-CAM uses).
+    """
+    name, module = resolve_target_layer(model, target_layer)
+    nd = images.dim() - 2
+    store: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_hook(lambda _m, _i, out: store.__setitem__("act", out))
+    try:
+        with model_state(model), torch.no_grad(), trace_geometry(model, images) as geo:
+            model(plain(images).float())
+    finally:
+        handle.remove()
+    act = store["act"][0] if isinstance(store["act"], (tuple, list)) else store["act"]
+    grid = tuple(act.shape[2:]) if act.dim() == nd + 2 else tuple(getattr(model, "grid", None) or ())
+    geometry = geo.get(grid) or [((s / g), (s / g - 1) / 2) for s, g in zip(images.shape[2:], grid)]
+    return [[off + stride * j for j in range(g)] for g, (stride, off) in zip(grid, geometry)]
+
+
+def upsample(maps: torch.Tensor, size: Sequence[int], geometry: Geometry | None = None) -> torch.Tensor:
+    """Resize ``(B, T, *grid)`` to ``(B, T, *size)`` by linear interpolation.
+
+    Args:
+        maps: maps on a feature grid.
+        size: the input's spatial size.
+        geometry: per dim ``(stride, offset)`` of the grid's cells in the input (:func:`trace_geometry`); the
+            value at input index ``i`` is interpolated at grid position ``(i - offset) / stride``, constant beyond
+            the outer cells' centres. ``None``: cells tile the input evenly (``align_corners=False``).
+    """
+    if tuple(maps.shape[2:]) == tuple(size):
+        return maps
+    if geometry is None:
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        return F.interpolate(maps, size=tuple(int(s) for s in size), mode=mode, align_corners=False)
+    out = maps
+    for axis, (n_out, (stride, offset)) in enumerate(zip(size, geometry)):
+        dim = axis + 2
+        n_in = out.shape[dim]
+        pos = ((torch.arange(int(n_out), dtype=torch.float64, device=maps.device) - offset) / stride).clamp(
+            0, n_in - 1
+        )
+        i0 = pos.floor().long().clamp(0, n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        w = (pos - i0).to(out.dtype).view([-1 if a == dim else 1 for a in range(out.dim())])
+        out = out.index_select(dim, i0) * (1 - w) + out.index_select(dim, i1) * w
+    return out
