@@ -147,7 +147,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="2D data sizes (default 2000 8000 32000)")
+    ap.add_argument("--sizes", type=int, nargs="*", default=None, help="2D data sizes (default 2000 8000 32000; none: no 2D)")
     ap.add_argument("--sizes-3d", type=int, nargs="*", default=None, help="3D data sizes (default 200 800; none: no 3D)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--steps", type=int, default=40, help="timed training steps per run")
