@@ -1,8 +1,8 @@
 """The evaluation report: ``metrics.json``, ``per_label.csv``, PNG plots and one self-contained HTML page, all
 rebuilt from the files of an evaluation folder (``medclass report <folder>``).
 
-An evaluation folder holds ``predictions.csv`` (``id``, ``prob_<label>``, ``pred_<label>``, ``label_<label>``,
-optionally ``patient`` and ``group_<column>``), ``thresholds.json`` (the operating points chosen on the
+An evaluation folder holds ``predictions.csv`` (``id``, DICOM UIDs, ``prob_<label>``, ``threshold_<label>``,
+``pred_<label>``, ``label_<label>``, optionally ``patient`` and ``group_<column>``), ``thresholds.json`` (the operating points chosen on the
 validation split) and, when saliency maps were made, PNGs under ``saliency/``.
 
 Modules: :mod:`~medclass.report.build` (:func:`build_report`, reading and annotating predictions),

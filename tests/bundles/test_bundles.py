@@ -385,7 +385,8 @@ def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(rows) == len(list(folder.glob("*" + SUFFIX[bundle.name])))
-    assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in labels] + [f"pred_{n}" for n in labels]
+    assert list(rows[0]) == ["id", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"] + [
+        f"{k}_{n}" for k in ("prob", "threshold", "pred") for n in labels]
     first = labels[0]
     matched = 0
     # inference decides at the thresholds the evaluate workflow chose on the validation split and stored
