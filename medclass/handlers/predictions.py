@@ -60,7 +60,7 @@ def batch_meta(engine: Engine, image_key: str, meta_key: str, n: int) -> list[st
         values = [v] if isinstance(v, str) else list(v or [])
     elif isinstance(batch, (list, tuple)):
         for b in batch:
-            meta = getattr(b.get(image_key), "meta", None) or {} if isinstance(b, dict) else {}
+            meta = (getattr(b.get(image_key), "meta", None) or {}) if isinstance(b, dict) else {}
             values.append(meta.get(meta_key))
     if len(values) != n:
         return [""] * n
@@ -75,7 +75,8 @@ class PredictionWriter:
     the image readers; empty for other sources, and the SOP instance of a series of files: never a patient name or
     ID); per label ``prob_<label>`` (probability), ``threshold_<label>`` (the threshold stored with the model) and
     ``pred_<label>`` (the 0/1 decision, ``probability >= threshold``); and ``label_<label>`` when the data has
-    labels. For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC,
+    labels. For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With
+    ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC,
     accuracy, counts) when the run completes.
 
     Args:

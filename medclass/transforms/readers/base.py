@@ -19,7 +19,8 @@ from monai.data import ImageReader
 from medclass.transforms.orientation import plane_affine, to_display
 
 __all__ = [
-    "DICOM_UID_KEYS", "META_KEYS", "Loaded", "MedclassImageReader", "array_to_channel_first", "base_meta", "check_spatial_dims",
+    "DICOM_UID_KEYS", "META_KEYS", "Loaded", "MedclassImageReader", "array_to_channel_first", "base_meta",
+    "check_spatial_dims",
     "expected", "has_dicom_magic", "luminance", "to_float32",
 ]
 
