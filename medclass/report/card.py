@@ -190,11 +190,11 @@ def model_data_sections(model: Mapping[str, Any] | None, data: Mapping[str, Any]
         rows = [["preset", _plain(model.get("preset"))], ["preset options", _plain(model.get("preset_options"))],
                 ["image size", _plain(model.get("image_size"))],
                 ["preprocessing the starting weights expect", _plain(pp)]]
-        out.append({"title": "Preprocessing", "items": "TRIPOD+AI 7, 9a; CLAIM 9",
+        out.append({"title": "Preprocessing", "items": "TRIPOD+AI 7, 12b; CLAIM 9",
                     "text": ["DICOM: modality LUT (rescale), VOI LUT / window, MONOCHROME1 inverted; then the preset's "
                              "intensity steps and a resize to the image size (see "
-                             "medclass.transforms.build_transforms). Values the model file does not record say 'not recorded': take them from the bundle "
-                             "configuration the model was trained with."],
+                             "medclass.transforms.build_transforms). Values the model file does not record say "
+                             "'not recorded': take them from the bundle configuration the model was trained with."],
                     "tables": [(["step", "value"], rows)]})
     if data and data.get("splits"):
         names = list(data.get("label_names") or [])
@@ -210,7 +210,7 @@ def model_data_sections(model: Mapping[str, Any] | None, data: Mapping[str, Any]
                 "as their own patient). Only counts are shown; no image or patient identifier."]
         if data.get("source"):
             text.append(f"From {data['source']} (no labels there, so no prevalences).")
-        out.append({"title": "Training data", "items": "TRIPOD+AI 5a, 10, 12a, 13, 20a; CLAIM 7, 20, 21, 34",
+        out.append({"title": "Training data", "items": "TRIPOD+AI 5a, 10, 12a, 13, 20a, 21; CLAIM 7, 20, 21, 34",
                     "text": text, "tables": [(header, rows)]})
     elif model is not None:
         out.append({"title": "Training data", "items": "TRIPOD+AI 5a, 10, 12a, 20a; CLAIM 7, 20, 21, 34",
@@ -256,7 +256,7 @@ def _performance_sections(metrics: Mapping[str, Any], op: Mapping[str, Any] | No
                      str(c.get("method") or (op or {}).get("operating_point") or "n/a"), val,
                      str(m.get("threshold_fallback") or "")])
     split = (op or {}).get("split")
-    out.append({"title": "Thresholds and how they were chosen", "items": "TRIPOD+AI 12e, 15, 16; CLAIM 26, 28",
+    out.append({"title": "Thresholds and how they were chosen", "items": "TRIPOD+AI 15, 12e; CLAIM 28",
                 "text": [f"Chosen once on the {split} split and stored in the model file; never re-chosen on the "
                          "evaluated split." if split else "Not chosen on validation (default or stored thresholds)."],
                 "tables": [(["label", "threshold", "chosen by", "method", "validation pos/neg", "fallback"], rows)]})
@@ -264,7 +264,7 @@ def _performance_sections(metrics: Mapping[str, Any], op: Mapping[str, Any] | No
     rows = [[n, num((per.get(n) or {}).get("ece")), num((per.get(n) or {}).get("brier")),
              num((per.get(n) or {}).get("calibration_intercept")), num((per.get(n) or {}).get("calibration_slope"))]
             for n in names]
-    out.append({"title": "Calibration", "items": "TRIPOD+AI 12e, 12f, 23a; CLAIM 28",
+    out.append({"title": "Calibration", "items": "TRIPOD+AI 12e, 12f, 23a; CLAIM 28, 29",
                 "text": [f"Expected calibration error (mean over labels) {num(cal.get('ece'))}, Brier score "
                          f"{num(cal.get('brier'))}; temperature {num(metrics.get('temperature'))} fitted on the "
                          "validation split (1: none). The reliability diagram is in report.html."],
@@ -314,7 +314,7 @@ def build_card(model: Mapping[str, Any] | None, metrics: Mapping[str, Any] | Non
     ``model_card.json``; the figures are those of ``metrics.json``, copied)."""
     names = list((model or {}).get("label_names") or (metrics or {}).get("label_names") or [])
     task = (model or {}).get("task") or (metrics or {}).get("task") or "multilabel"
-    intended = {"title": "Intended use", "items": "TRIPOD+AI 3c, 4, 27b; CLAIM 3, 4",
+    intended = {"title": "Intended use", "items": "TRIPOD+AI 3b, 4, 27b; CLAIM 3, 4",
                 "text": [f"Predicts {', '.join(names) or 'its labels'} ({task}) from "
                          f"{(model or {}).get('spatial_dims', '?')}D images"
                          + (f" with the {model['preset']} preset" if (model or {}).get("preset") else "")
@@ -325,6 +325,17 @@ def build_card(model: Mapping[str, Any] | None, metrics: Mapping[str, Any] | Non
     sections = [intended, *model_data_sections(model, data, metrics)]
     if metrics:
         sections += _performance_sections(metrics, op or metrics.get("operating_points"))
+    elif model and model.get("thresholds"):  # no evaluation: the thresholds the model file stores
+        prov = model.get("operating_points") or {}
+        chosen = prov.get("labels") or {}
+        rows = [[n, num(t, 4), str((chosen.get(n) or {}).get("chosen_by") or "not recorded"),
+                 str((chosen.get(n) or {}).get("method") or model.get("threshold_method") or "not recorded")]
+                for n, t in model["thresholds"].items()]
+        sections.append({"title": "Thresholds and how they were chosen", "items": "TRIPOD+AI 15; CLAIM 28",
+                         "text": [f"Stored in the model file (chosen on the {prov['split']} split)."
+                                  if prov.get("split") else
+                                  "Stored in the model file; not chosen on validation yet (run evaluate)."],
+                         "tables": [(["label", "threshold", "chosen by", "method"], rows)]})
     sections.append(_limitations(model, data, metrics))
     values = {"model": dict(model or {}), "data": data}
     if metrics:

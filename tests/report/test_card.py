@@ -125,6 +125,8 @@ def test_model_card_without_evaluation_and_for_a_non_medclass_file(tmp_path):
     paths = write_model_card(model)
     md = paths[0].read_text()
     assert paths[0].parent == model.parent and "No evaluation given" in md
+    stored = {r[0]: float(r[1]) for r in _md_table(md, "label | threshold")}
+    assert stored == {n: pytest.approx(t) for n, t in zip(NAMES, [0.35, 0.4, 0.45, 0.5])}
     training = {r[0]: r for r in _md_table(md, "split")}
     assert training["training"][1:3] == ["2", "1"] and "P1" not in md
     torch.save({"w": torch.zeros(2)}, tmp_path / "other.pt")
