@@ -75,6 +75,14 @@ def read_model(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _fingerprint(meta: Mapping[str, Any]) -> Any:
+    """The training-data fingerprint a model file records, under whichever key its medclass version used."""
+    for key in ("training_data_fingerprint", "data_fingerprint", "fingerprint", "training_data"):
+        if meta.get(key):
+            return meta[key]
+    return next((v for k, v in sorted(meta.items()) if "fingerprint" in k and v), None)
+
+
 def model_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The model facts the card shows (JSON-ready), from :func:`read_model`'s dictionary."""
     names = list(meta.get("label_names") or [])
@@ -88,8 +96,9 @@ def model_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
         "conv": meta.get("conv"), "patch_size": meta.get("patch_size"), "label_names": names,
         "task": meta.get("task"), "preset": meta.get("preset"), "preset_options": meta.get("preset_options"),
         "pretrained": pretrained, "thresholds": dict(zip(names, thresholds)), "temperature": temperature,
-        "operating_points": meta.get(PROVENANCE), "threshold_method": meta.get("threshold_method"),
-        "fingerprint": meta.get("training_data") or meta.get("data_fingerprint") or meta.get("fingerprint"),
+        "operating_points": meta.get(PROVENANCE),
+        "threshold_method": meta.get("threshold_method") or meta.get("operating_point"),
+        "fingerprint": _fingerprint(meta),
         "medclass_version": meta.get("medclass_version"),
     }
 

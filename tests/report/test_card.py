@@ -116,6 +116,21 @@ def test_report_gains_the_model_and_data_section_and_its_tables_scroll(evaluated
     assert ".scroll{overflow-x:auto}" in css
 
 
+def test_fields_of_newer_model_files_are_shown_when_present():
+    """Model files that record the preset, task and a training-data fingerprint (issue 24's other part) show them;
+    older ones say "not recorded"."""
+    from medclass.report.card import build_card, render_markdown
+
+    meta = {"arch": "densenet121", "spatial_dims": 2, "label_names": ["x"], "thresholds": [0.25],
+            "preset": "cxr", "preset_options": {"percentiles": [1, 99]}, "task": "binary",
+            "training_data_fingerprint": "sha256:abc123"}
+    md = render_markdown(build_card(model_summary(meta)))
+    assert "| preset | cxr |" in md and '{"percentiles": [1, 99]}' in md and "(binary)" in md
+    assert "sha256:abc123" in md and "| x | 0.2500 |" in md
+    old = render_markdown(build_card(model_summary({"arch": "resnet18", "label_names": ["x"]})))
+    assert "| preset | not recorded |" in old and "| training-data fingerprint | not recorded |" in old
+
+
 def test_model_card_without_evaluation_and_for_a_non_medclass_file(tmp_path):
     model = _model(tmp_path / "models" / "model.pt")
     (tmp_path / "models" / "split.csv").write_text("id,image,patient_id,split\na,a.png,P1,training\nb,b.png,P1,"
