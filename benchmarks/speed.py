@@ -19,6 +19,13 @@ preprocessing and a DenseNet121 at 224 px (median of repeated runs; with Grad-CA
 is installed), and ``peak``: bf16 and fp32 matrix-multiply GFLOP/s measured now. The achieved training FLOP/s
 of (b) is 3x the forward FLOPs (counted by ``torch.utils.flop_counter``) times its images/s.
 
+``--epoch-table`` instead prints the time guidance of the README: training seconds per 1,000 images (one epoch of
+1,000 images) for each architecture and image size of ``--table`` (default: ResNet-18 and DenseNet-121 at 128 and
+224 px in 2D, ViT-S at 224; ResNet-18 at 48^3 and 64^3, DenseNet-121 at 48^3 in 3D; CNNs at the bundles' width 32),
+from a few timed training steps of the bundle's network, optimizer and speed settings (phase a), extrapolated: the
+mean over the steps and the fastest step (closest to an unshared machine); use ``--stem auto`` for the bundles'
+default stem.
+
 ``--auc-epochs N`` also trains the bundle for N epochs with the speed settings on and with them off (fp32, no
 channels-last, per-item augmentation) on the full training split and reports both test AUCs: the speed must not
 cost AUC.
@@ -179,12 +186,15 @@ def phase_bare(args, dims: int, npz: Path, work: Path) -> dict:
     for _ in range(2):
         step()
     n_steps = args.steps[dims]
-    t0 = time.perf_counter()
+    times = []
     for _ in range(n_steps):
+        t0 = time.perf_counter()
         step()
-    seconds = time.perf_counter() - t0
-    return {"images_per_s": round(batch * n_steps / seconds, 2), "precision": precision,
-            "channels_last": channels_last, "train_gflop_per_image": round(flops / 1e9, 3)}
+        times.append(time.perf_counter() - t0)
+    seconds = sum(times)
+    # the fastest step: what the machine gives when nothing else runs (on a shared machine the mean is slower)
+    return {"images_per_s": round(batch * n_steps / seconds, 2), "images_per_s_best_step": round(batch / min(times), 2),
+            "precision": precision, "channels_last": channels_last, "train_gflop_per_image": round(flops / 1e9, 3)}
 
 
 def phase_bundle(args, dims: int, npz: Path, work: Path, evaluate: bool = False, **extra) -> dict:
@@ -318,6 +328,44 @@ def phase_latency(args) -> dict:
     return out
 
 
+#: (arch, spatial_dims, image side) rows of ``--epoch-table``
+EPOCH_TABLE = [("resnet18", 2, 128), ("resnet18", 2, 224), ("densenet121", 2, 128), ("densenet121", 2, 224),
+               ("vit_small", 2, 224), ("resnet18", 3, 48), ("resnet18", 3, 64), ("densenet121", 3, 48)]
+#: the bundles' default CNN width (``width`` in configs/common.yaml), kept by ``--epoch-table``
+BUNDLE_WIDTH = 32
+
+
+def phase_epoch(args, dims: int, npz: Path, work: Path, arch: str = "densenet121", size: int = 64,
+                steps: int = 3) -> dict:
+    """One row of ``--epoch-table``: phase (a) for ``arch`` at ``size`` with ``steps`` timed steps."""
+    args.arch, args.size[dims], args.steps[dims] = arch, int(size), int(steps)
+    width = None if arch.startswith("vit") else BUNDLE_WIDTH
+    args.set = [*args.set, ("width", json.dumps(width))]
+    out = phase_bare(args, dims, npz, work)
+    out.update(arch=arch, width=width, spatial_dims=dims, image_size=[int(size)] * dims, batch_size=args.batch[dims],
+               timed_steps=int(steps), seconds_per_1000_images=round(1000.0 / out["images_per_s"], 1),
+               seconds_per_1000_images_best_step=round(1000.0 / out["images_per_s_best_step"], 1))
+    return out
+
+
+def epoch_table(args, child: list[str], work: Path) -> dict:
+    """Training seconds per 1,000 images for each row of ``args.table`` (each row in its own process)."""
+    import torch
+
+    rows = []
+    npz = {d: _subset_npz(d, 16, 8, work / f"table_{d}d.npz") for d in sorted({r[1] for r in args.table})}
+    t0 = time.perf_counter()
+    for arch, dims, size in args.table:
+        rows.append(_run_phase("epoch", child, dims, {"npz": str(npz[dims]), "arch": arch, "size": size,
+                                                      "steps": args.table_steps}))
+        logger.info("%s %dD %d: %.1f s per 1,000 images (%.1f at the fastest step)", arch, dims, size,
+                    rows[-1]["seconds_per_1000_images"], rows[-1]["seconds_per_1000_images_best_step"])
+    load = os.getloadavg()
+    return {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}", "stem": args.stem,
+            "load_average_1_5_15": [round(v, 2) for v in load], "wall_s": round(time.perf_counter() - t0, 1),
+            "rows": rows}
+
+
 # -------------------------------------------------------------------------------------------------------- main
 def _run_phase(name: str, argv: list[str], dims: int | None = None, extra: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, *argv, "--phase", name]
@@ -350,6 +398,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=1,
                     help="run phases a, b, c this many times, interleaved, and report each one's median images/s "
                          "(this machine's throughput drifts by 10-20%% between minutes)")
+    ap.add_argument("--epoch-table", action="store_true",
+                    help="only the README's time guidance: training seconds per 1,000 images by architecture and "
+                         "image size (--table), from a few timed steps each")
+    ap.add_argument("--table", type=json.loads, default=EPOCH_TABLE,
+                    help='rows of --epoch-table as JSON, e.g. \'[["resnet18", 2, 128]]\'')
+    ap.add_argument("--table-steps", type=int, default=3, help="timed training steps per row of --epoch-table")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--phase-dims", type=int, help=argparse.SUPPRESS)
@@ -371,6 +425,9 @@ def main(argv=None) -> dict:
             out = phase_peak(args)
         elif args.phase == "latency":
             out = phase_latency(args)
+        elif args.phase == "epoch":
+            npz = Path(extra.pop("npz"))
+            out = phase_epoch(args, dims, npz, work / f"epoch_{dims}d", **extra)
         else:
             npz = Path(extra.pop("npz"))
             sub = work / f"{args.phase}_{dims}d_{extra.get('tag', 'run')}"
@@ -389,6 +446,10 @@ def main(argv=None) -> dict:
     result: dict = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}", "arch": args.arch,
                     "stem": args.stem, "bundle_overrides": dict(args.set),
                     "threads": torch.get_num_threads(), "quick": args.quick}
+    if args.epoch_table:
+        table = epoch_table(args, child, work)
+        print(json.dumps(table))
+        return table
     result["peak"] = _run_phase("peak", child)
     peak_bf16 = result["peak"]["bf16_matmul_gflops"] * 1e9
     for dims in args.dims:

@@ -120,6 +120,14 @@ def _report(args) -> int:
     return 0
 
 
+def _model_card(args) -> int:
+    from medclass.report.card import write_model_card
+
+    for path in write_model_card(args.model, args.eval_dir, args.out):
+        print(path)
+    return 0
+
+
 def _label_app(args) -> int:
     import shutil
 
@@ -217,6 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-positives", type=int, default=10,
                    help="positives and negatives a label needs for its comparison to count as estimable")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("model-card", help="write model_card.md / .html / .json (TRIPOD+AI and CLAIM items) from a "
+                                          "model file and, optionally, its evaluation folder (metrics.json, "
+                                          "thresholds.json, data.json)")
+    p.add_argument("model", type=Path, help="the model file (models/model.pt)")
+    p.add_argument("eval_dir", type=Path, nargs="?", default=None, help="its evaluation folder (eval/)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: EVAL_DIR, else the model's)")
+    p.set_defaults(func=_model_card)
+
     p = sub.add_parser("label-app", help="print the MONAI Label app folder (for monailabel start_server --app)")
     p.add_argument("copy_to", nargs="?", default=None,
                    help="write the app (its main.py) into this folder and print it; MONAI Label writes logs/ and "

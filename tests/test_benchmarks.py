@@ -117,6 +117,31 @@ def test_speed_benchmark_runs_every_phase_on_real_data(real_data, tmp_path):
     assert all(r[k]["peak_rss_mb"] > 100 for k in ("a_bare", "b_bundle", "c_plain_monai"))
 
 
+def test_speed_epoch_table_gives_seconds_per_1000_images(real_data, tmp_path):
+    """benchmarks/speed.py --epoch-table (the README's time guidance): one row per (arch, dims, size) asked for, at
+    the bundle's width, seconds per 1,000 images = 1000 / images per second."""
+    import json
+    import subprocess
+
+    from tests.conftest import need
+
+    need(real_data, "medmnist/pneumoniamnist.npz")
+    need(real_data, "medmnist/adrenalmnist3d_64.npz")
+    table = [["resnet18", 2, 32], ["resnet18", 3, 16]]
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--epoch-table", "--stem", "auto",
+                          "--table", json.dumps(table), "--table-steps", "1", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [[r["arch"], r["spatial_dims"], r["image_size"][0]] for r in out["rows"]] == table
+    for r in out["rows"]:
+        assert r["width"] == 32 and r["timed_steps"] == 1
+        assert r["image_size"] == [r["image_size"][0]] * r["spatial_dims"]
+        assert r["seconds_per_1000_images"] == pytest.approx(1000 / r["images_per_s"], rel=1e-2)
+        assert r["seconds_per_1000_images_best_step"] <= r["seconds_per_1000_images"] * 1.01  # one step: equal
+    assert len(out["load_average_1_5_15"]) == 3 and "CPU cores" in out["machine"]
+
+
 def test_augment_benchmark_runs(capsys):
     """benchmarks/augment.py --quick: per-item and batched augmentation are both timed for 2D and 3D."""
     import json

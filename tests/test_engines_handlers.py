@@ -205,7 +205,13 @@ def test_prediction_writer_csv_thresholds_and_metrics(tmp_path):
     data[0]["label"] = torch.tensor([float("nan"), 1.0])
     _evaluate(tmp_path, data, net)
     rows = list(csv.DictReader(open(tmp_path / "eval" / "predictions.csv")))
-    assert list(rows[0]) == ["id", "prob_a", "prob_b", "pred_a", "pred_b", "label_a", "label_b"]
+    assert list(rows[0]) == ["id", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "prob_a", "prob_b", "threshold_a", "threshold_b", "pred_a",
+                             "pred_b", "label_a", "label_b"]
+    for r in rows:  # per label: probability, threshold, decision, and the decision is probability >= threshold
+        assert [float(r["threshold_a"]), float(r["threshold_b"])] == pytest.approx([0.3, 0.9])
+        for n in ("a", "b"):
+            assert int(r[f"pred_{n}"]) == int(float(r[f"prob_{n}"]) >= float(r[f"threshold_{n}"]))
+        assert r["StudyInstanceUID"] == r["SeriesInstanceUID"] == r["SOPInstanceUID"] == ""  # tensors: no DICOM
     assert [r["id"] for r in rows] == [f"img{i:03d}" for i in range(13)]
     with torch.no_grad():
         probs = torch.sigmoid(net(torch.stack([d["image"] for d in data]))).numpy()
@@ -224,7 +230,7 @@ def test_prediction_writer_without_labels_and_label_mismatch(tmp_path):
     data = [{"image": d["image"], "id": d["id"]} for d in items(7)]
     _evaluate(tmp_path, data, net)
     header = next(csv.reader(open(tmp_path / "eval" / "predictions.csv")))
-    assert header == ["id", "prob_a", "prob_b", "pred_a", "pred_b"]
+    assert header == ["id", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "prob_a", "prob_b", "threshold_a", "threshold_b", "pred_a", "pred_b"]
     assert not (tmp_path / "eval" / "metrics.json").exists()
     net.label_names = ["x", "y"]
     with pytest.raises(ValueError, match=r"trained for labels \['x', 'y'\]"):

@@ -17,7 +17,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from medclass.data import label_matrix
-from medclass.files import atomic_save, atomic_text, atomic_write
+from medclass.files import atomic_json, atomic_save, atomic_text, atomic_write
 from medclass.handlers.predictions import batch_ids, output_rows
 from medclass.metrics import (
     MIN_POSITIVES,
@@ -29,6 +29,7 @@ from medclass.metrics import (
 )
 from medclass.networks import Classifier
 from medclass.report import annotate_predictions, build_report, check_subgroups
+from medclass.report.card import DATA_FILE, MODEL_FILE, data_summary, model_summary, read_model, write_model_card
 from medclass.report.external import prepare_external
 from medclass.report.shortcuts import write_shortcuts
 from medclass.vocab import flag, resolve_thresholds, unwrap_model
@@ -293,6 +294,11 @@ class EvaluationWriter:
         preprocessing: the evaluation preprocessing; with it, 2D saliency maps under ``saliency/`` are checked
             for shortcuts (share of each map on the image border and on burned-in text, see
             :mod:`medclass.report.shortcuts`).
+        model_path: the evaluated model file: its description goes to ``model.json`` and, with ``report``, the
+            model card (``model_card.md`` / ``.html`` / ``.json``, :mod:`medclass.report.card`) is written.
+        splits: the development data's splits (``{split: items}``): their counts, patients and label prevalences
+            (aggregates only) go to ``data.json``, for the card and the report's "Model and data" section.
+        label_names: the label order, for ``data.json``.
     """
 
     def __init__(
@@ -310,8 +316,14 @@ class EvaluationWriter:
         min_positives: int = MIN_POSITIVES,
         external: Mapping[str, Any] | None = None,
         preprocessing: Any = None,
+        model_path: str | os.PathLike | None = None,
+        splits: Mapping[str, Sequence[Mapping]] | None = None,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.model_path = Path(model_path) if model_path else None
+        self.splits = splits
+        self.label_names = list(label_names) if label_names is not None else None
         self.min_positives = int(min_positives)
         self.external = dict(external) if external else None
         self.preprocessing = preprocessing
@@ -347,10 +359,18 @@ class EvaluationWriter:
             prepare_external(self.output_dir, self.items or [], **self.external)
         if self.preprocessing is not None and self.items is not None:
             write_shortcuts(self.output_dir, self.items, self.preprocessing)
+        if self.model_path is not None and self.model_path.is_file():
+            atomic_json(self.output_dir / MODEL_FILE, to_json(model_summary(read_model(self.model_path))),
+                        allow_nan=False)
+        if self.splits and self.label_names:
+            atomic_json(self.output_dir / DATA_FILE, to_json(data_summary(self.splits, self.label_names)),
+                        allow_nan=False)
         self.metrics = build_report(self.output_dir, task=self.task, subgroups=self.subgroups,
                                     n_bootstrap=self.n_bootstrap, seed=self.seed, n_bins=self.n_bins,
                                     saliency_max=self.saliency_max, html=self.report,
                                     min_positives=self.min_positives)
+        if self.report and self.model_path is not None and self.model_path.is_file():
+            write_model_card(self.model_path, self.output_dir)
         details = getattr(engine.state, "metric_details", None)  # MONAI engines have it, plain ignite ones not
         if isinstance(details, dict):
             details["summary"] = self.metrics

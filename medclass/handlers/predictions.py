@@ -16,9 +16,14 @@ from ignite.engine import Engine, Events
 
 from medclass.files import AtomicStream, atomic_json
 from medclass.metrics import decisions, summarize
+from medclass.transforms.readers.base import DICOM_UID_KEYS
 from medclass.vocab import DEFAULT_THRESHOLD, resolve_thresholds
 
 logger = logging.getLogger(__name__)
+
+#: the DICOM columns of ``predictions.csv`` (the image's own UIDs, which join results back to PACS; empty for
+#: other sources, and the SOP instance for a series of files), in file order, with their image metadata keys
+UID_COLUMNS = {keyword: key for key, keyword in DICOM_UID_KEYS.items()}
 
 
 def output_rows(engine: Engine, key: str) -> list:
@@ -43,13 +48,35 @@ def batch_ids(engine: Engine, id_key: str, n: int, offset: int) -> list[str]:
     return ids
 
 
+def batch_meta(engine: Engine, image_key: str, meta_key: str, n: int) -> list[str]:
+    """``meta_key`` of the image metadata of the batch's ``n`` items (``""`` where an item has none): works on
+    the collated batch (a :class:`monai.data.MetaTensor` whose metadata holds one value per item) and on a
+    decollated one (a list of items)."""
+    batch = engine.state.batch
+    values: list[Any] = []
+    if isinstance(batch, dict):
+        meta = getattr(batch.get(image_key), "meta", None) or {}
+        v = meta.get(meta_key)
+        values = [v] if isinstance(v, str) else list(v or [])
+    elif isinstance(batch, (list, tuple)):
+        for b in batch:
+            meta = (getattr(b.get(image_key), "meta", None) or {}) if isinstance(b, dict) else {}
+            values.append(meta.get(meta_key))
+    if len(values) != n:
+        return [""] * n
+    return [v if isinstance(v, str) else "" for v in values]
+
+
 class PredictionWriter:
     """Writes ``predictions.csv`` (one row per image) through a temporary file in the same folder that replaces
     it only when the run completes: a run that fails leaves the previous ``predictions.csv`` as it was.
 
-    Columns: ``id``, ``prob_<label>`` per label, ``pred_<label>`` (0/1 decision at the thresholds stored with
-    the model) per label, and ``label_<label>`` when the data has labels. For multi-class tasks the decision is
-    the one-hot arg-max. With ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC,
+    Columns: ``id``; ``StudyInstanceUID``, ``SeriesInstanceUID``, ``SOPInstanceUID`` (of DICOM inputs, read by
+    the image readers; empty for other sources, and the SOP instance of a series of files: never a patient name or
+    ID); per label ``prob_<label>`` (probability), ``threshold_<label>`` (the threshold stored with the model) and
+    ``pred_<label>`` (the 0/1 decision, ``probability >= threshold``); and ``label_<label>`` when the data has
+    labels. For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With
+    ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC,
     accuracy, counts) when the run completes.
 
     Args:
@@ -62,6 +89,7 @@ class PredictionWriter:
         filename: CSV file name.
         metrics_filename: JSON summary file name, or ``None``.
         id_key: the datalist key holding the image id.
+        image_key: the batch key holding the image (whose metadata carries the DICOM UIDs).
     """
 
     def __init__(
@@ -74,6 +102,7 @@ class PredictionWriter:
         filename: str = "predictions.csv",
         metrics_filename: str | None = None,
         id_key: str = "id",
+        image_key: str = "image",
     ) -> None:
         self.output_dir = Path(output_dir)
         self.label_names = [str(n) for n in label_names]
@@ -83,6 +112,7 @@ class PredictionWriter:
         self.filename = filename
         self.metrics_filename = metrics_filename
         self.id_key = id_key
+        self.image_key = image_key
         self.path = self.output_dir / filename
         self._out = AtomicStream(self.path, "the predictions", newline="")
         self._file = None
@@ -107,7 +137,8 @@ class PredictionWriter:
         self._writer = None
 
     def _header(self, with_labels: bool) -> list[str]:
-        cols = ["id"] + [f"prob_{n}" for n in self.label_names] + [f"pred_{n}" for n in self.label_names]
+        cols = ["id", *UID_COLUMNS] + [f"prob_{n}" for n in self.label_names]
+        cols += [f"threshold_{n}" for n in self.label_names] + [f"pred_{n}" for n in self.label_names]
         if with_labels:
             cols += [f"label_{n}" for n in self.label_names]
         return cols
@@ -130,7 +161,16 @@ class PredictionWriter:
             except OSError as exc:
                 self._out.failed(exc)
         ids = batch_ids(engine, self.id_key, len(probs), sum(len(p) for p in self._probs))
-        dec = decisions(probs, self.thresholds, self.task)
+        # the decision is made on the values as written, so every row of the file satisfies
+        # pred == (prob >= threshold) exactly, whoever reads it
+        prob_cells = [[f"{v:.6f}" for v in row] for row in probs]
+        thr = [""] * len(self.label_names) if self.task == "multiclass" else [f"{t:.6f}" for t in self.thresholds]
+        if self.task == "multiclass":
+            dec = decisions(probs, self.thresholds, self.task)
+        else:
+            dec = decisions(np.array([[float(c) for c in row] for row in prob_cells]),
+                            np.array([float(c) for c in thr]), self.task)
+        uids = [batch_meta(engine, self.image_key, key, len(probs)) for key in UID_COLUMNS.values()]
         lab = None
         if self._has_labels:
             lab = np.stack([np.asarray(torch.as_tensor(v).float().cpu()).reshape(-1) for v in labels])
@@ -138,7 +178,8 @@ class PredictionWriter:
         self._probs.append(probs)
         try:
             for k, image_id in enumerate(ids):
-                row = [image_id] + [f"{v:.6f}" for v in probs[k]] + [int(v) for v in dec[k]]
+                row = [image_id, *(u[k] for u in uids)] + prob_cells[k] + thr
+                row += [int(v) for v in dec[k]]
                 if lab is not None:
                     row += ["" if math.isnan(v) else int(v) for v in lab[k]]
                 self._writer.writerow(row)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import json
 import re
 from pathlib import Path
 
 from medclass.files import atomic_text
 from medclass.report import plots
+from medclass.report.card import DATA_FILE, MODEL_FILE, model_data_sections, sections_html
 from medclass.report.external import external_html
 from medclass.report.shortcuts import shortcuts_html
 from medclass.report.tables import (
+    CSS,
     OPERATING_POINT_HEADER,
     PER_LABEL_HEADER,
     fmt as _f,
@@ -27,17 +30,13 @@ from medclass.report.tables import (
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.html"
 
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
-color:#222;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:0.2em}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:1.6em}
-table{border-collapse:collapse;margin:8px 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#f1f3f6}td.l,th.l{text-align:left}.scroll{overflow-x:auto}
-.note{color:#555;font-size:0.9em}.undef{color:#b00}figure{display:inline-block;margin:6px;vertical-align:top}
-figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#555;max-width:360px}
-.gallery img{max-width:340px}.n{color:#666;font-size:0.85em}
-.warn{border:1px solid #d9a300;background:#fff8e1;padding:6px 12px;margin:10px 0}.warn ul{margin:4px 0}
-"""
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _img(data: bytes, alt: str) -> str:
@@ -103,6 +102,9 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
         f"A figure that cannot be estimated says so, with the reason. Unknown labels are excluded per label. "
         f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>")
     parts.append(warnings_html(metrics))
+    model, data = _read_json(folder / MODEL_FILE), _read_json(folder / DATA_FILE)
+    if model or data:  # written by the evaluate workflow; the model card (model_card.html) has the same section
+        parts.append("<h2>Model and data</h2>" + sections_html(model_data_sections(model, data, metrics), level=3))
     parts.append("<h2>Summary</h2>" + _table(["figure (what it averages)", "value [95% CI]"], headline_rows(metrics)))
     parts.append("<h2>Operating points (thresholds chosen on validation)</h2>"
                  f'<p class="note">A threshold is chosen on the validation split only where a label has at least '

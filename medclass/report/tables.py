@@ -8,8 +8,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ci_cell", "count_cell", "fmt", "headline_rows", "operating_point_rows", "per_label_rows", "table",
+__all__ = ["CSS", "ci_cell", "count_cell", "fmt", "headline_rows", "operating_point_rows", "per_label_rows", "table",
            "warnings_html"]
+
+
+#: the style of every medclass HTML page (report, model card): wide tables scroll in ``.scroll`` boxes
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
+color:#222;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:0.2em}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:1.6em}
+table{border-collapse:collapse;margin:8px 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f1f3f6}td.l,th.l{text-align:left}.scroll{overflow-x:auto}
+.note{color:#555;font-size:0.9em}.undef{color:#b00}figure{display:inline-block;margin:6px;vertical-align:top}
+figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#555;max-width:360px}
+.gallery img{max-width:340px}.n{color:#666;font-size:0.85em}
+.warn{border:1px solid #d9a300;background:#fff8e1;padding:6px 12px;margin:10px 0}.warn ul{margin:4px 0}
+"""
 
 
 def fmt(v: Any, digits: int = 3) -> str:

@@ -40,7 +40,9 @@ Intensity conventions:
   converted to luminance (ITU-R 601: ``0.299 R + 0.587 G + 0.114 B``), alpha dropped.
 * Arrays: values kept; ``(H, W, 3|4)`` converted to luminance as above.
 
-The metadata never carries patient identifiers (names, IDs, dates, UIDs).
+The metadata never carries patient identifiers (names, IDs, birth dates, accession numbers): of a DICOM header
+only the Study, Series and SOP Instance UIDs are kept (``study_instance_uid``, ``series_instance_uid``,
+``sop_instance_uid``; the last empty for a series of files), so that ``predictions.csv`` joins back to PACS.
 
 The readers themselves, one module per source and each shaped like MONAI's ``ImageReader``, are in
 :mod:`medclass.transforms.readers`; this module picks one (:func:`read_image`) and wraps it as MONAI transforms.

@@ -201,6 +201,14 @@ def test_evaluate_writes_predictions_with_labels_and_metrics(bundle, trained):
         assert key in metrics
     assert (tmp / "eval" / "report.html").stat().st_size > 10_000
     assert (tmp / "eval" / "plots" / f"roc_pr_{first}.png").exists()
+    # the model card (issue 24): written by the workflow, from the model file and this evaluation
+    for name in ("model_card.md", "model_card.html", "model_card.json", "model.json", "data.json"):
+        assert (tmp / "eval" / name).is_file(), name
+    card = json.loads((tmp / "eval" / "model_card.json").read_text())
+    assert card["per_label"] == metrics["per_label"] and card["model"]["label_names"] == labels
+    counts = json.loads((tmp / "eval" / "data.json").read_text())["splits"]
+    assert {k: v["images"] for k, v in counts.items()} == {k: len(v) for k, v in data.splits.items()}
+    assert "<h2>Model and data</h2>" in (tmp / "eval" / "report.html").read_text()
     per_label = list(csv.DictReader(open(tmp / "eval" / "per_label.csv")))
     assert [r["label"] for r in per_label] == labels
 
@@ -385,7 +393,8 @@ def test_inference_on_a_folder_matches_evaluate(bundle, trained, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(rows) == len(list(folder.glob("*" + SUFFIX[bundle.name])))
-    assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in labels] + [f"pred_{n}" for n in labels]
+    assert list(rows[0]) == ["id", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"] + [
+        f"{k}_{n}" for k in ("prob", "threshold", "pred") for n in labels]
     first = labels[0]
     matched = 0
     # inference decides at the thresholds the evaluate workflow chose on the validation split and stored

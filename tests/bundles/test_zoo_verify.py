@@ -182,4 +182,5 @@ def test_inference_runs_alone_as_the_readme_says(zoo):
     rows = list(csv.DictReader(open(bundle / "inference" / "predictions.csv")))
     labels = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())["label_names"]
     assert len(rows) == len([p for p in images.iterdir() if not p.name.startswith(".")])
-    assert list(rows[0]) == ["id"] + [f"prob_{n}" for n in labels] + [f"pred_{n}" for n in labels]
+    assert list(rows[0]) == ["id", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"] + [
+        f"{k}_{n}" for k in ("prob", "threshold", "pred") for n in labels]

@@ -19,7 +19,8 @@ from monai.data import ImageReader
 from medclass.transforms.orientation import plane_affine, to_display
 
 __all__ = [
-    "META_KEYS", "Loaded", "MedclassImageReader", "array_to_channel_first", "base_meta", "check_spatial_dims",
+    "DICOM_UID_KEYS", "META_KEYS", "Loaded", "MedclassImageReader", "array_to_channel_first", "base_meta",
+    "check_spatial_dims",
     "expected", "has_dicom_magic", "luminance", "to_float32",
 ]
 
@@ -43,7 +44,16 @@ META_KEYS = (
     "spatial_shape",  # np.ndarray[int64]: spatial shape of the returned array
     "source_affine",  # np.ndarray (4, 4) float64: voxel of the image as stored (original_shape order) -> RAS mm
     "world_affine",  # np.ndarray (4, 4) float64: voxel of the returned array -> RAS mm
+    # str: the DICOM UIDs that join a result back to PACS ("" for other sources, and for a series' instance); no
+    # other DICOM identifier (patient name / ID, dates, accession number) is ever read into the metadata
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
 )
+
+#: metadata key -> DICOM keyword of the only identifiers carried (image identifiers, never patient ones)
+DICOM_UID_KEYS = {"study_instance_uid": "StudyInstanceUID", "series_instance_uid": "SeriesInstanceUID",
+                  "sop_instance_uid": "SOPInstanceUID"}
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
@@ -67,6 +77,9 @@ def base_meta(name: str, source_format: str) -> dict[str, Any]:
         "spatial_shape": np.zeros(0, dtype=np.int64),
         "source_affine": np.eye(4),
         "world_affine": np.eye(4),
+        "study_instance_uid": "",
+        "series_instance_uid": "",
+        "sop_instance_uid": "",
     }
 
 

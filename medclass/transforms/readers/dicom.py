@@ -6,6 +6,7 @@ conventions). The pixel helpers here serve the series reader too
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from medclass.transforms.orientation import plane_affine
 from medclass.transforms.readers.base import (
+    DICOM_UID_KEYS,
     Loaded,
     MedclassImageReader,
     array_to_channel_first,
@@ -36,7 +38,7 @@ from medclass.vocab import DICOM_SUFFIXES
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DicomReader", "dcmread", "ensure_transfer_syntax", "modality_range", "read_dicom_file", "rescale_of",
+    "DicomReader", "dcmread", "dicom_uids", "ensure_transfer_syntax", "modality_range", "read_dicom_file", "rescale_of",
     "stored_range", "to_ijk", "voi_and_polarity", "volume_meta",
 ]
 
@@ -182,8 +184,27 @@ def voi_and_polarity(
     return x
 
 
-def volume_meta(name: str, ds, dtype: np.dtype, shape: tuple[int, int, int], affine: np.ndarray) -> dict:
+#: what a UID may hold (PS3.5 9.1: digits and dots, at most 64 characters); anything else is left out
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def dicom_uids(ds, instance: bool = True) -> dict[str, str]:
+    """The study, series and (with ``instance``) SOP instance UIDs of a DICOM header, keyed as in
+    :data:`~medclass.transforms.readers.base.DICOM_UID_KEYS`; a missing or malformed value is ``""``.
+
+    These join a result back to PACS; no other element that identifies a patient is read."""
+    out = {}
+    for key, keyword in DICOM_UID_KEYS.items():
+        value = str(ds.get(keyword, "") or "").strip() if (instance or key != "sop_instance_uid") else ""
+        out[key] = value if len(value) <= 64 and _UID.fullmatch(value) else ""
+    return out
+
+
+def volume_meta(name: str, ds, dtype: np.dtype, shape: tuple[int, int, int], affine: np.ndarray,
+                instance: bool = True) -> dict:
+    """The metadata of a DICOM volume; ``instance=False`` (a series of files) leaves the SOP instance UID out."""
     meta = base_meta(name, "dicom")
+    meta.update(dicom_uids(ds, instance))
     meta["photometric_interpretation"] = str(ds.get("PhotometricInterpretation", "") or "").upper()
     meta["modality"] = str(ds.get("Modality", "") or "")
     meta["original_dtype"] = np.dtype(dtype).newbyteorder("=").name
@@ -373,6 +394,7 @@ class DicomReader(MedclassImageReader):
             return decode_multiframe(ds, stored, voi, name)
 
         meta = base_meta(name, "dicom")
+        meta.update(dicom_uids(ds))
         pi = str(ds.get("PhotometricInterpretation", "") or "").upper()
         meta["photometric_interpretation"] = pi
         meta["modality"] = str(ds.get("Modality", "") or "")

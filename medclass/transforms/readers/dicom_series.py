@@ -253,7 +253,7 @@ class DicomSeriesReader(MedclassImageReader):
                 ref_ds = ds  # VOI / photometric elements from the middle slice
 
         affine = lps_to_ras_affine(r, c, step, origin, row_col)
-        meta = volume_meta(name, ref_ds, first_dtype, (cols, rows, len(ordered)), affine)
+        meta = volume_meta(name, ref_ds, first_dtype, (cols, rows, len(ordered)), affine, instance=False)
         meta["rescaled"] = rescaled
         if int(ref_ds.get("SamplesPerPixel", 1) or 1) == 1:
             mod_values = modality_stack if modality_stack is not None else stack
