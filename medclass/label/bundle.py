@@ -175,8 +175,8 @@ class BundleModel:
     """One medclass bundle served for inference and retrained from image-level labels.
 
     Args:
-        bundle_dir: the bundle folder (``configs/common.yaml``, ``configs/inference.yaml``, ``configs/train.yaml``,
-            ``configs/metadata.json``, ``models/model.pt``).
+        bundle_dir: the bundle folder (``configs/inference.yaml``, ``configs/train.yaml``, ``configs/metadata.json``,
+            ``models/model.pt``; ``configs/common.yaml`` where the bundle keeps its values apart, as in this repository).
         overrides: top-level config values applied to every workflow run (e.g. ``{"num_threads": 2}``).
         name: the model name shown to clients (default: the folder name).
     """
@@ -186,8 +186,8 @@ class BundleModel:
         from monai.bundle import ConfigParser
 
         self.bundle_dir = Path(bundle_dir).expanduser().resolve()
-        if not (self.bundle_dir / "configs" / "common.yaml").is_file():
-            raise ValueError(f"{self.bundle_dir}: not a medclass bundle (no configs/common.yaml)")
+        if not (self.bundle_dir / "configs" / "inference.yaml").is_file():
+            raise ValueError(f"{self.bundle_dir}: not a medclass bundle (no configs/inference.yaml)")
         self.name = name or self.bundle_dir.name
         self.overrides = _data_only(overrides or {}, "overrides")
         self.inference_files = config_files(self.bundle_dir, "inference.yaml")

@@ -138,3 +138,21 @@ def test_worker_pool_refuses_beyond_its_queue_and_frees_slots():
     asyncio.run(scenario())
     with pytest.raises(ValueError):
         WorkerPool(0, 1)
+
+
+def test_a_released_bundle_copy_without_common_yaml_is_served(tmp_path):
+    """A bundle as the Model Zoo ships it: inference.yaml holds the values, no configs/common.yaml."""
+    import shutil
+    from pathlib import Path
+
+    from medclass.label.bundle import BundleModel
+
+    src = Path(__file__).resolve().parents[2] / "bundles" / "cxr_classification" / "configs"
+    released = tmp_path / "released"
+    shutil.copytree(src, released / "configs", ignore=shutil.ignore_patterns("common.yaml"))
+    model = BundleModel(released)
+    assert model.label_names == ["nodule", "effusion", "cardiomegaly", "pneumothorax"]
+    assert model.spatial_dims == 2
+    (released / "configs" / "inference.yaml").unlink()
+    with pytest.raises(ValueError, match="no configs/inference.yaml"):
+        BundleModel(released)
