@@ -126,6 +126,8 @@ class CheckpointManager:
         if not self.enabled:
             return
         net = unwrap_model(self.network)
+        if hasattr(net, "fingerprint"):  # the model file records the run that trained it (data digest, settings)
+            net.fingerprint = self.fingerprint
         if self._best_improved(trainer) or not self.best_path.exists():
             best = self.averaging.averaged_state_dict() if self.averaging is not None else net.state_dict()
             atomic_save(best, self.best_path)
