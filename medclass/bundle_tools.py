@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from medclass.errors import SettingError
+from medclass.networks.modelfile import check_given, model_settings, read_model_record
 from medclass.vocab import MODEL_SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -215,13 +216,39 @@ def verify_net_in_out(bundle_dir: str | os.PathLike, device: str = "cpu") -> Non
     )
 
 
+def model_metadata(meta: dict, record: dict) -> dict:
+    """``metadata.json`` content describing the model a model file records (its input channels and size, its
+    labels as output channels, logits out), for an export of that model rather than of the bundle's defaults."""
+    import copy
+
+    meta = copy.deepcopy(meta)
+    fmt = meta.setdefault("network_data_format", {})
+    image = fmt.get("inputs", {}).get("image")
+    if isinstance(image, dict):
+        if record.get("in_channels"):
+            image["num_channels"] = int(record["in_channels"])
+            image["channel_def"] = {str(i): "image" for i in range(int(record["in_channels"]))}
+        if record.get("image_size"):
+            image["spatial_shape"] = [int(s) for s in record["image_size"]]
+    pred = fmt.get("outputs", {}).get("pred")
+    if isinstance(pred, dict) and record.get("label_names"):
+        pred["num_channels"] = len(record["label_names"])
+        pred["channel_def"] = {str(i): str(n) for i, n in enumerate(record["label_names"])}
+        pred["format"], pred["value_range"] = "logits", []
+    return meta
+
+
 def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLike | None = None,
                        filepath: str | os.PathLike | None = None, **overrides) -> Path:
     """``monai.bundle.ckpt_export`` of ``models/model.pt`` to ``models/model.ts`` (metadata and configs inside).
 
-    ``overrides`` are config values the model was trained with when they differ from the bundle's defaults
-    (e.g. ``image_size``, ``width``, ``label_names``).
+    The network is built from the model file's settings (``model_path`` is set to ``ckpt_file``), and the
+    metadata stored in the export describes that model (its labels, input size and channels, logits out).
+    ``overrides`` are further config values; one contradicting the model file is an error naming both values.
     """
+    import json
+    import tempfile
+
     from monai.bundle import ckpt_export
 
     bundle_dir = Path(bundle_dir)
@@ -229,15 +256,21 @@ def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLi
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt}: no trained model to export (run the train workflow first)")
     out = Path(filepath) if filepath else bundle_dir / "models" / "model.ts"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(out),
-        ckpt_file=str(ckpt),
-        meta_file=str(bundle_dir / "configs" / "metadata.json"),
-        config_file=config_files(bundle_dir, "inference.yaml"),
-        bundle_root=str(bundle_dir),
-        **overrides,
-    )
+    model = model_settings(ckpt, {})
+    check_given(model, overrides)
+    meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        meta_file = Path(tmp) / "metadata.json"
+        meta_file.write_text(json.dumps(model_metadata(meta, read_model_record(ckpt)), indent=4))
+        ckpt_export(
+            net_id="network_def",
+            filepath=str(out),
+            ckpt_file=str(ckpt),
+            meta_file=str(meta_file),
+            config_file=config_files(bundle_dir, "inference.yaml"),
+            bundle_root=str(bundle_dir),
+            **{"model_path": str(ckpt), **overrides},
+        )
     return out
 
 

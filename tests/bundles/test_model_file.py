@@ -181,3 +181,33 @@ def test_command_line_values_parse_as_typed(tmp_path):
     with pytest.raises(Exception) as err:  # a ViT setting for a CNN is refused
         workflow(bundle, "inference", tmp_path, "o", hidden_size=32).parser.get_parsed_content("network_def")
     assert "hidden_size applies to arch='vit' only" in error_chain(err.value)
+
+
+def test_metadata_and_export_tell_what_the_network_returns(trained, tmp_path):
+    """metadata.json: the network returns logits; the TorchScript export (made from the model file alone) returns
+    the same logits, carries metadata describing this model, and the workflows' probabilities are their sigmoid."""
+    bundle, tmp, model = trained
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["format"] == "logits"
+    assert "logit" in meta["pred_classes"]
+    bt.verify_metadata(bundle)
+    out = bt.export_torchscript(bundle, ckpt_file=tmp / "models" / "model.pt", filepath=tmp_path / "model.ts")
+    extra = {"metadata.json": ""}
+    ts = torch.jit.load(str(out), _extra_files=extra)
+    pred = json.loads(extra["metadata.json"])["network_data_format"]["outputs"]["pred"]
+    assert list(pred["channel_def"].values()) == model["label_names"] and pred["format"] == "logits"
+    assert json.loads(extra["metadata.json"])["network_data_format"]["inputs"]["image"]["spatial_shape"] == \
+        model["image_size"]
+    wf = workflow(bundle, "inference", tmp, "o")
+    net = wf.parser.get_parsed_content("network")
+    net.load_state_dict(torch.load(tmp / "models" / "model.pt", weights_only=True))
+    net.eval()
+    x = torch.randn(2, 1, *model["image_size"])
+    with torch.no_grad():
+        logits = net(x)
+        assert torch.allclose(ts(x), logits, atol=1e-5)
+        post = wf.parser.get_parsed_content("postprocessing")
+        probs = torch.stack([post({"pred": p})["pred"] for p in logits])
+    assert torch.allclose(probs, torch.sigmoid(logits / net.temperature), atol=1e-6)
+    with pytest.raises(SettingError, match="setting width: 16 contradicts"):  # the export checks overrides too
+        bt.export_torchscript(bundle, ckpt_file=tmp / "models" / "model.pt", filepath=tmp_path / "x.ts", width=16)
