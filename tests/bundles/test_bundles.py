@@ -450,7 +450,8 @@ def test_inference_takes_the_labels_of_the_model_file_and_refuses_others(bundle,
     state["_extra_state"] = {**meta, "label_names": other}
     torch.save(state, tmp_path / "other.pt")
     # the model file decides the labels: predictions.csv has the model's columns
-    wf = workflow(bundle, "inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"))
+    wf = workflow(bundle, "inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"),
+                  input=str(tmp / "data" / "images"))
     wf.run()
     assert list(csv.DictReader(open(tmp_path / "o" / "predictions.csv")))[0].keys() >= {f"prob_{n}" for n in other}
     # labels given on the command line that contradict it stop the run, naming both
