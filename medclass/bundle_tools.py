@@ -98,7 +98,7 @@ def split_model_values(values: str) -> str:
 
     blocks: list[list[str]] = []
     for line in values.splitlines():
-        if blocks and line[:1] in (" ", "\t", "]", "}"):
+        if blocks and line[:1] in (" ", "\t", "-", "]", "}"):  # "- item": a block list written unindented
             blocks[-1].append(line)  # a continuation of the previous key's value
         else:
             blocks.append([line])

@@ -120,6 +120,15 @@ def test_a_run_stops_when_common_yaml_changed_after_the_copy(tmp_path):
                                                   ["max_epochs"]))
 
 
+def test_model_values_move_under_new_model_in_any_yaml_style():
+    """common.yaml as yaml.safe_dump writes it (block lists not indented, block mappings) keeps its values."""
+    values = {"bundle_root": ".", "label_names": ["a", "b"], "image_size": [8, 8], "phantoms": {"n": 4},
+              "preset_options": {"window": [40, 400]}, "max_epochs": 1}
+    out = yaml.safe_load(bt.split_model_values(yaml.safe_dump(values, sort_keys=False)))
+    assert out["new_model"] == {"label_names": ["a", "b"], "image_size": [8, 8], "preset_options": {"window": [40, 400]}}
+    assert out["phantoms"] == {"n": 4} and out["max_epochs"] == 1 and out["image_size"] == "$@model['image_size']"
+
+
 def test_values_keep_their_meaning_without_comments(tmp_path):
     common = tmp_path / "common.yaml"
     common.write_text("a: 'x # not a comment'  # a comment\nb: [1, 2]  # list\n# full line\n\nc: \"#\"\n")
