@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,24 @@ def test_metadata_and_export_tell_what_the_network_returns(trained, tmp_path):
     assert torch.allclose(probs, torch.sigmoid(logits / net.temperature), atol=1e-6)
     with pytest.raises(SettingError, match="setting width: 16 contradicts"):  # the export checks overrides too
         bt.export_torchscript(bundle, ckpt_file=tmp / "models" / "model.pt", filepath=tmp_path / "x.ts", width=16)
+
+
+def test_monai_label_app_serves_the_model_file_with_no_overrides(trained, tmp_path):
+    """The MONAI Label app builds its pieces from the bundle configs: the model file's settings, no overrides."""
+    from medclass.label.bundle import BundleModel
+
+    bundle, tmp, model = trained
+    served_dir = tmp_path / bundle.name  # a bundle folder whose models/model.pt is the trained model
+    shutil.copytree(bundle / "configs", served_dir / "configs")
+    (served_dir / "models").mkdir()
+    shutil.copy(tmp / "models" / "model.pt", served_dir / "models" / "model.pt")
+    app = BundleModel(served_dir, overrides={"num_threads": 1})
+    assert app.label_names == model["label_names"] and app.image_size == model["image_size"]
+    image = sorted((tmp / "data" / "images").iterdir())[0]
+    result, _ = app.predict(image)
+    workflow(bundle, "inference", tmp, "one", input=str(image)).run()
+    row = _rows(tmp / "one" / "predictions.csv")[0]
+    assert [lab["name"] for lab in result["labels"]] == model["label_names"]
+    for lab in result["labels"]:
+        assert lab["probability"] == pytest.approx(float(row[f"prob_{lab['name']}"]), abs=1e-5)
+        assert lab["prediction"] == int(row[f"pred_{lab['name']}"])
