@@ -84,6 +84,9 @@ class CheckpointManager:
 
     def attach(self, trainer: Engine) -> None:
         self.trainer = trainer
+        net = unwrap_model(self.network)
+        if hasattr(net, "fingerprint"):  # the model file records the run that trained it (every rank the same)
+            net.fingerprint = self.fingerprint
         trainer.add_event_handler(Events.STARTED, self._resume)
         trainer.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save)
@@ -126,8 +129,6 @@ class CheckpointManager:
         if not self.enabled:
             return
         net = unwrap_model(self.network)
-        if hasattr(net, "fingerprint"):  # the model file records the run that trained it (data digest, settings)
-            net.fingerprint = self.fingerprint
         if self._best_improved(trainer) or not self.best_path.exists():
             best = self.averaging.averaged_state_dict() if self.averaging is not None else net.state_dict()
             atomic_save(best, self.best_path)
