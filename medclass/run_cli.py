@@ -38,7 +38,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     """``["--max_epochs", "2", "--image_size=[64,64]"]`` -> ``{"max_epochs": 2, "image_size": [64, 64]}``.
 
     Values are parsed as ``monai.bundle run`` parses them (``fire``): numbers, lists, dicts and ``None`` /
-    ``True`` / ``False`` become Python values, anything else stays a string.
+    ``True`` / ``False`` become Python values; ``null`` / ``none`` and ``true`` / ``false`` too, as in the YAML
+    configs; anything else stays a string. Unlike ``monai.bundle run``, a ``None`` value is passed on
+    (``--width None``: the architecture's default width), not dropped.
 
     Raises:
         ValueError: an argument that is not ``--key value`` or ``--key=value``.
@@ -59,8 +61,20 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 raise ValueError(f"{a} needs a value (e.g. {a} 2)")
             key, value = a[2:], args[i + 1]
             i += 2
-        out[key] = DefaultParseValue(value)
+        out[key] = _yaml_words(DefaultParseValue(value))
     return out
+
+
+def _yaml_words(value: Any) -> Any:
+    """``null`` / ``none`` / ``~`` -> ``None`` and ``true`` / ``false`` -> bools, as the YAML configs write them
+    (``fire`` leaves them strings; it turns only ``None`` / ``True`` / ``False`` into Python values)."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("null", "none", "~"):
+            return None
+        if word in ("true", "false"):
+            return word == "true"
+    return value
 
 
 def _write_error_log(bundle: Path, argv: list[str], text: str) -> str:

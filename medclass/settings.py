@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from medclass.runs import resume_mode
 from medclass.transforms.augment import AUGMENT_ON
 from medclass.transforms.presets import PRESETS
 from medclass.vocab import TASKS, flag
+from medclass.vocab import optional as none_like
 from medclass.workflow import LOADERS
 
-__all__ = ["check_settings", "CHECKS"]
+__all__ = ["check_command_line", "check_settings", "CHECKS"]
 
 _FIX = "set it in configs/common.yaml or on the command line"
 
@@ -44,7 +46,7 @@ def _is_number(v: Any) -> bool:
 
 def _int(lo: int, example: str, optional: bool = False) -> Callable[[str, Any], None]:
     def check(key: str, v: Any) -> None:
-        if optional and v is None:
+        if optional and none_like(v) is None:  # null, or "null" / "none" as `monai.bundle run` passes it on
             return
         if not _is_int(v) or v < lo:
             raise _fail(key, f"a whole number >= {lo}" + (" or null" if optional else ""), v, example)
@@ -74,6 +76,12 @@ def _bool(example: str = "false") -> Callable[[str, Any], None]:
         except ValueError:
             raise _fail(key, "true or false", v, example) from None
     return check
+
+
+def _patch_size(key: str, v: Any) -> None:
+    if none_like(v) is None or (isinstance(v, str) and v.lower() == "auto"):
+        return
+    _image_size(key, v)
 
 
 def _label_names(key: str, v: Any) -> None:
@@ -151,6 +159,10 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "image_size": _image_size,
     "in_channels": _int(1, "1"),
     "width": _int(1, "32", optional=True),
+    "patch_size": _patch_size,
+    "hidden_size": _int(1, "384", optional=True),
+    "num_heads": _int(1, "6", optional=True),
+    "num_layers": _int(1, "8", optional=True),
     "dilate_last_stage": _dilate,
     "preset_options": _mapping("\"{percentiles: [1, 99]}\""),
     "split_fractions": _fractions,
@@ -207,3 +219,29 @@ def check_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:
     if "resume" in settings:
         resume_mode(settings["resume"])
     return settings
+
+
+def check_command_line(settings: Mapping[str, Any], argv: list[str] | None = None) -> None:
+    """Stop a ``python -m monai.bundle run`` whose ``--key None`` MONAI dropped.
+
+    That command parses values with ``fire`` (``None`` becomes Python ``None``) and then leaves out every
+    ``None``-valued argument (``monai.bundle.update_kwargs(ignore_none=True)``), so ``--width None`` would
+    silently keep the config's width. ``--width null`` reaches the config (medclass reads ``"null"`` as null), and
+    ``medclass run`` passes ``None`` on.
+
+    Raises:
+        SettingError: a ``--key None`` of a setting whose value is not null.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not str(argv[0]).replace("\\", "/").endswith("monai/bundle/__main__.py"):
+        return
+    for i, arg in enumerate(argv[1:], start=1):
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        if value == "None" and key in settings and none_like(settings[key]) is not None:
+            raise SettingError(f"setting {key}: python -m monai.bundle run drops --{key} None (MONAI leaves out "
+                               f"None values), so {key} stayed {settings[key]!r}; write --{key} null, or use "
+                               f"medclass run --{key} None")

@@ -19,8 +19,19 @@ __all__ = [
     "LABEL_STRINGS", "POSITIVE_WORDS", "NEGATIVE_WORDS", "UNKNOWN_WORDS", "parse_label_value",
     "TRUE_WORDS", "FALSE_WORDS", "flag", "optional",
     "DICOM_SUFFIXES", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "PIL_SUFFIXES", "IMAGE_EXTENSIONS", "is_image_name",
-    "DEFAULT_THRESHOLD", "resolve_thresholds", "unwrap_model",
+    "DEFAULT_THRESHOLD", "resolve_thresholds", "unwrap_model", "MODEL_SETTINGS", "VIT_SETTINGS",
 ]
+
+# ------------------------------------------------------------------------------------------- model settings
+#: The bundle settings that define a model. Training takes them from the config and records them in the model
+#: file; evaluate, inference, saliency, export and the MONAI Label app take them from the model file
+#: (:mod:`medclass.networks.modelfile`), and a command-line value contradicting the file is an error.
+MODEL_SETTINGS: tuple[str, ...] = (
+    "label_names", "task", "spatial_dims", "image_size", "preset", "preset_options", "in_channels", "arch", "width",
+    "stem", "conv", "dilate_last_stage", "patch_size", "hidden_size", "num_heads", "num_layers",
+)
+#: ViT-only settings and their "not given" value (``auto``: derived from the image size; ``null``: the arch's).
+VIT_SETTINGS: dict[str, Any] = {"patch_size": "auto", "hidden_size": None, "num_heads": None, "num_layers": None}
 
 # ------------------------------------------------------------------------------------------------------ tasks
 #: ``"multilabel"``: C independent sigmoid labels; ``"binary"``: one sigmoid label; ``"multiclass"``: softmax.

@@ -70,7 +70,7 @@ def main(argv=None) -> Path:
     # ---------------------------------------------------------------------------------------------
     # Step 3. Train. Overrides name the data, the 14 labels (their order is the model's output order and is
     # stored inside the model), and the input size. NIH1000 images are 64x64; for full-size ChestX-ray14 use
-    # --image_size "[224,224]" --arch densenet121 --width None.
+    # --image_size "[224,224]" --arch densenet121 --width null. Later workflows read these from models/model.pt.
     common = {
         "datalist": str(work / "my_labels.csv"),
         "dataset_dir": str(images),

@@ -84,6 +84,9 @@ class CheckpointManager:
 
     def attach(self, trainer: Engine) -> None:
         self.trainer = trainer
+        net = unwrap_model(self.network)
+        if hasattr(net, "fingerprint"):  # the model file records the run that trained it (every rank the same)
+            net.fingerprint = self.fingerprint
         trainer.add_event_handler(Events.STARTED, self._resume)
         trainer.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._save)

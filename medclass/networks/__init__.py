@@ -38,6 +38,7 @@ from medclass.networks.pretrained import (
     inspect_pretrained,
     load_pretrained,
 )
+from medclass.networks.modelfile import check_given, model_settings, read_model_record
 from medclass.networks.sources import detect_layout, map_to_monai
 from medclass.networks.weights import LoadReport, load_weights, read_state_dict
 
@@ -64,6 +65,7 @@ __all__ = [
     "build",
     "build_classifier",
     "cache_dir",
+    "check_given",
     "choose_patch_size",
     "choose_stem",
     "convert_to_acs",
@@ -75,8 +77,10 @@ __all__ = [
     "load_pretrained",
     "load_weights",
     "map_to_monai",
+    "model_settings",
     "normalize_image_size",
     "param_groups",
+    "read_model_record",
     "read_safetensors",
     "read_state_dict",
     "stages",

@@ -19,11 +19,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from medclass import __version__
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Classifier", "DenseNetClassifier", "ResNetClassifier", "ViTClassifier"]
+__all__ = ["Classifier", "DenseNetClassifier", "ResNetClassifier", "ViTClassifier", "WORKFLOW_SETTINGS"]
 
-_EXTRA_STATE_FORMAT = 1
+# 1: the network (arch, sizes, stem, labels, pretrained); 2: also its constructor arguments (arch_kwargs, dropout),
+# the workflow settings (task, preset, preset_options), the training fingerprint and the medclass version
+_EXTRA_STATE_FORMAT = 2
+#: workflow settings a model records (:attr:`Classifier.settings`), read back by evaluation and inference
+WORKFLOW_SETTINGS = ("task", "preset", "preset_options")
 # Version of what a stem name builds. 2: the "medium" stem is one stride-2 3x3 conv (commit d520369); before it was
 # a full-resolution 3x3 conv + max-pool with the same weight shapes, so only this number tells them apart.
 STEM_VERSION = 2
@@ -118,6 +124,12 @@ class Classifier(nn.Module):
             and inference read it.
         frozen_norms: dotted names of normalisation layers kept in eval mode (frozen statistics) by :meth:`train`,
             set by :func:`medclass.networks.freeze`.
+        dropout: dropout rate before the head.
+        arch_kwargs: the MONAI constructor's extra arguments (for ViT all of them: ``hidden_size``, ``mlp_dim``,
+            ``num_layers``, ``num_heads`` ...), set by :func:`medclass.networks.build`.
+        settings: workflow settings recorded with the model (``task``, ``preset``, ``preset_options``).
+        fingerprint: the training run's data digest and settings (:func:`medclass.runs.fingerprint`), set by
+            the checkpoint handler; ``None`` for a model not trained by a bundle workflow.
     """
 
     def __init__(
@@ -163,6 +175,10 @@ class Classifier(nn.Module):
         self.num_prefix_tokens = 0
         self.pretrained: dict[str, Any] | None = None
         self.frozen_norms: list[str] = []
+        self.dropout = float(dropout)
+        self.arch_kwargs: dict[str, Any] = {}
+        self.settings: dict[str, Any] = {}
+        self.fingerprint: dict[str, Any] | None = None
         self.label_names = _check_label_names(label_names, self.num_classes)
         self.register_buffer("thresholds", _check_thresholds(thresholds, self.num_classes))
         # temperature scaling (fitted on validation data by the evaluate workflow): probabilities are the
@@ -303,6 +319,14 @@ class Classifier(nn.Module):
             self.label_names = _check_label_names(names, self.num_classes)
         if isinstance(meta.get("pretrained"), dict):
             self.pretrained = meta["pretrained"]
+        for key in WORKFLOW_SETTINGS:  # the file's record describes the loaded weights
+            if meta.get(key) is not None:
+                if self.settings.get(key) not in (None, meta[key]):
+                    logger.warning("loading weights recorded with %s=%r into a model built with %s=%r", key,
+                                   meta[key], key, self.settings[key])
+                self.settings[key] = meta[key]
+        if isinstance(meta.get("fingerprint"), dict):
+            self.fingerprint = meta["fingerprint"]
 
     @staticmethod
     def decode_extra_state(state: Any) -> dict[str, Any]:
@@ -328,6 +352,11 @@ class Classifier(nn.Module):
             "dilate_last_stage": self.dilate_last_stage,
             "patch_size": list(self.patch_size) if self.patch_size is not None else None,
             "pretrained": self.pretrained,
+            "dropout": self.dropout,
+            "arch_kwargs": dict(self.arch_kwargs),
+            **{key: self.settings.get(key) for key in WORKFLOW_SETTINGS},
+            "fingerprint": self.fingerprint,
+            "medclass_version": __version__,
         }
 
     def extra_repr(self) -> str:

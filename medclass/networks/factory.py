@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch.nn as nn
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARCHS", "CONVS", "STEMS", "ClassifierSpec", "build", "build_classifier", "choose_patch_size", "choose_stem",
-    "normalize_image_size",
+    "normalize_image_size", "vit_settings",
 ]
 
 _DENSENETS = {"densenet121": DenseNet121, "densenet169": DenseNet169, "densenet201": DenseNet201}
@@ -101,6 +102,26 @@ _RESERVED: dict[str, dict[str, str]] = {
         "post_activation": "nothing (logits are returned without activation)",
     },
 }
+
+
+def vit_settings(arch: str) -> dict[str, Any]:
+    """The MONAI ``ViT`` arguments medclass uses for a ViT arch by default (``hidden_size``, ``mlp_dim``,
+    ``num_layers``, ``num_heads``, ...); empty for CNNs."""
+    return dict(_VIT_ARCHS.get(str(arch).lower(), {}))
+
+
+def _recorded_kwargs(arch_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments that can be written into the model file's JSON metadata (others are logged)."""
+    out = {}
+    for key, value in arch_kwargs.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            logger.warning("build_classifier: argument %s=%r is not recorded in the model file (not JSON); give it "
+                           "again when rebuilding the model", key, value)
+            continue
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _check_reserved(family: str, arch_kwargs: dict[str, Any]) -> None:
@@ -206,6 +227,7 @@ def build_classifier(
     conv: str = "standard",
     inflate: str | None = None,
     dilate_last_stage: bool | str = False,
+    settings: Mapping[str, Any] | None = None,
     **arch_kwargs: Any,
 ) -> Classifier:
     """Build an image classifier returning logits ``(B, num_classes)`` for inputs ``(B, C, H, W[, D])``.
@@ -249,10 +271,13 @@ def build_classifier(
             ResNet's on ``layer3`` (already that fine), where the dilated model still scored higher (benchmarks).
             ``"auto"``: dilate where the last grid would otherwise have fewer than :data:`MIN_CAM_GRID` cells on
             a side (a 2^3 grid cannot even put a map's peak at the centre of the volume); ViT: never.
+        settings: workflow settings recorded with the model (``task``, ``preset``, ``preset_options``), so that
+            evaluation and inference read them from the model file (:mod:`medclass.networks.modelfile`).
         **arch_kwargs: passed to the MONAI constructor, e.g. ``growth_rate``/``block_config``/``dropout_prob``
             (DenseNet), ``layers``/``shortcut_type``/``act``/``norm`` (ResNet), ``patch_size``/``hidden_size``/
             ``mlp_dim``/``num_layers``/``num_heads``/``proj_type``/``pos_embed_type``/``dropout_rate``/
-            ``qkv_bias`` (ViT; defaults 384/1536/8/6 sized for CPUs).
+            ``qkv_bias`` (ViT; defaults 384/1536/8/6 sized for CPUs; ``mlp_dim`` 4x ``hidden_size`` when only that is given;
+            ``None`` / ``"auto"`` ViT settings are left to these defaults).
 
     Returns:
         A :class:`Classifier` (``DenseNetClassifier``, ``ResNetClassifier`` or ``ViTClassifier``).
@@ -268,6 +293,7 @@ def build_classifier(
         arch, spatial_dims, in_channels, num_classes, image_size, stem=stem, width=width, dropout=dropout,
         pretrained=pretrained, skip_head=skip_head, freeze=freeze, label_names=label_names, thresholds=thresholds,
         conv=conv, inflate=inflate, dilate_last_stage=dilate_last_stage, arch_kwargs=arch_kwargs,
+        settings=settings or {},
     ))
 
 
@@ -343,9 +369,11 @@ def build(spec: ClassifierSpec) -> Classifier:
         if n_tokens > 4096:
             logger.warning("vit with image_size %s and patch_size %s has %d tokens: slow", size, patch_size, n_tokens)
         model = ViTClassifier(backbone, patch_size=patch_size, stem="patch", stem_stride=1, width=None, **common)
+        model.arch_kwargs = _recorded_kwargs(vit_kwargs)
     else:
         family = spec.family
         _check_reserved(family, arch_kwargs)
+        recorded = _recorded_kwargs(arch_kwargs)  # before _build_resnet takes "layers" out
         if stem == "auto":
             if size is None:
                 logger.info("build_classifier(%s): no image_size given, stem 'auto' falls back to 'standard'", arch)
@@ -369,6 +397,7 @@ def build(spec: ClassifierSpec) -> Classifier:
         if dilate_last_stage == "auto":
             feature_size = densenet_feature_size if family == "densenet" else resnet_feature_size
             dilate_last_stage = size is not None and min(feature_size(s, stem) for s in size) < MIN_CAM_GRID
+        model.arch_kwargs = recorded
         if dilate_last_stage:
             _dilate_last_stage(model, family)
         if spec.conv == "acs":
@@ -376,6 +405,7 @@ def build(spec: ClassifierSpec) -> Classifier:
         elif spatial_dims == 3:
             make_small_3d_convs_safe(model)
 
+    model.settings = dict(spec.settings)
     logger.info(
         "built %s (%dD, %d->%d, image_size=%s, stem=%s, conv=%s%s): %.2fM parameters",
         arch,

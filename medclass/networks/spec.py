@@ -12,11 +12,12 @@ from typing import Any
 
 from medclass.networks.finetune import parse_freeze
 from medclass.networks.inflate import check_inflate_mode
+from medclass.vocab import VIT_SETTINGS, optional
 
 __all__ = [
     "ARCHS", "CONVS", "MIN_CAM_GRID", "STEMS", "STEM_STRIDE", "ClassifierSpec", "after_stem", "check_pos_int",
     "choose_patch_size", "choose_stem", "densenet_feature_size", "family", "is_int", "normalize_image_size",
-    "resnet_feature_size",
+    "resnet_feature_size", "vit_arguments",
 ]
 
 ARCHS: tuple[str, ...] = (
@@ -202,10 +203,31 @@ def family(arch: str) -> str:
     return "vit" if arch.startswith("vit") else "densenet" if arch.startswith("densenet") else "resnet"
 
 
+def vit_arguments(arch: str, arch_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch_kwargs`` without the ViT settings left at their "not given" value (``None``, ``"auto"``, ``"null"``:
+    what a bundle passes for every architecture), ``mlp_dim`` derived as 4x ``hidden_size`` where only that is given.
+
+    Raises:
+        ValueError: a ViT setting given for a CNN.
+    """
+    out = dict(arch_kwargs)
+    for key in VIT_SETTINGS:
+        if key in out and (optional(out[key]) is None or (isinstance(out[key], str) and out[key].lower() == "auto")):
+            del out[key]
+    given = sorted(k for k in VIT_SETTINGS if k in out)
+    if given and not arch.startswith("vit"):
+        raise ValueError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to arch='vit' only, got "
+                         f"arch={arch!r}; leave {given[0]} null")
+    if "hidden_size" in out and "mlp_dim" not in out:
+        out["mlp_dim"] = 4 * int(out["hidden_size"])
+    return out
+
+
 @dataclass(frozen=True)
 class ClassifierSpec:
     """A classifier to build, checked on construction: the arguments of :func:`medclass.networks.build_classifier`
-    (see there for each), with ``arch_kwargs`` the MONAI constructor's extra arguments.
+    (see there for each), with ``arch_kwargs`` the MONAI constructor's extra arguments and ``settings`` the
+    workflow settings recorded with the model (``task``, ``preset``, ``preset_options``; not used to build it).
 
     Normalised: ``arch`` in lower case, ``image_size`` a tuple of ``spatial_dims`` ints (or ``None``),
     ``pretrained`` / ``inflate`` ``None`` for ``""``, ``dropout`` a float.
@@ -233,6 +255,7 @@ class ClassifierSpec:
     inflate: str | None = None
     dilate_last_stage: bool | str = False
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         arch = self.arch
@@ -248,8 +271,9 @@ class ClassifierSpec:
         check_pos_int("num_classes", self.num_classes)
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}: expected one of {STEMS}")
-        if self.width is not None:
-            check_pos_int("width", self.width)
+        width = optional(self.width)  # "null" / "none" as a command line passes them
+        if width is not None:
+            check_pos_int("width", width)
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
@@ -257,6 +281,8 @@ class ClassifierSpec:
         inflate = None if self.inflate == "" else self.inflate  # "" = none, as for pretrained (bundle configs)
         _check_conv_inflate(arch, spatial_dims, self.conv, inflate)
         dilate = self.dilate_last_stage
+        if isinstance(dilate, str) and dilate.lower() in ("true", "false"):
+            dilate = dilate.lower() == "true"
         if not isinstance(dilate, bool) and dilate != "auto":
             raise TypeError(f"dilate_last_stage must be True, False or 'auto', got {dilate!r}")
         if dilate is True and arch.startswith("vit"):
@@ -264,8 +290,11 @@ class ClassifierSpec:
         if self.freeze not in (None, "none", ""):
             parse_freeze(self.freeze)
         pretrained = None if self.pretrained is None or str(self.pretrained) == "" else self.pretrained
+        arch_kwargs = vit_arguments(arch, self.arch_kwargs)
         for name, value in (("arch", arch), ("image_size", size), ("inflate", inflate), ("dropout", float(dropout)),
-                            ("pretrained", pretrained), ("arch_kwargs", dict(self.arch_kwargs))):
+                            ("pretrained", pretrained), ("arch_kwargs", arch_kwargs),
+                            ("settings", dict(self.settings or {})), ("width", width),
+                            ("dilate_last_stage", dilate)):
             object.__setattr__(self, name, value)
 
     @property

@@ -10,6 +10,7 @@ import yaml
 
 from medclass import bundle_tools as bt
 from medclass.bundle_tools import GENERATED, render_configs, sync_bundle
+from medclass.vocab import MODEL_SETTINGS
 from tests.conftest import error_chain
 
 BUNDLES = sorted(p.parent.parent for p in (Path(__file__).resolve().parents[2] / "bundles").glob("*/configs/common.yaml"))
@@ -54,7 +55,12 @@ def test_inference_config_starts_with_the_bundle_values(bundle):
     """inference.yaml runs alone (the Model Zoo's way): it holds every value of common.yaml, unchanged."""
     common = yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
     inference = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
-    assert {k: inference[k] for k in common} == common
+    # the model-defining values are a new model's (new_model); each top-level one resolves from the model file
+    # where it exists, else from new_model, and a command-line value replaces it (checked against the file)
+    model = {k: v for k, v in common.items() if k in MODEL_SETTINGS}
+    assert inference[bt.NEW_MODEL] == model and set(model) == set(MODEL_SETTINGS)
+    assert {k: inference[k] for k in common if k not in model} == {k: v for k, v in common.items() if k not in model}
+    assert all(inference[k] == f"$@model['{k}']" for k in model)
     for key in ("bundle_root", "device", "network_def", "inferer", "output_dir", "dataset_dir", "evaluator"):
         assert key in inference, key  # the Model Zoo's and MONAI's inference IDs
 
@@ -112,6 +118,15 @@ def test_a_run_stops_when_common_yaml_changed_after_the_copy(tmp_path):
     values = yaml.safe_load((tmp_path / "configs" / "inference.yaml").read_text())
     assert values["max_epochs"] == int("1" + str(yaml.safe_load((bundle / "configs" / "common.yaml").read_text())
                                                   ["max_epochs"]))
+
+
+def test_model_values_move_under_new_model_in_any_yaml_style():
+    """common.yaml as yaml.safe_dump writes it (block lists not indented, block mappings) keeps its values."""
+    values = {"bundle_root": ".", "label_names": ["a", "b"], "image_size": [8, 8], "phantoms": {"n": 4},
+              "preset_options": {"window": [40, 400]}, "max_epochs": 1}
+    out = yaml.safe_load(bt.split_model_values(yaml.safe_dump(values, sort_keys=False)))
+    assert out["new_model"] == {"label_names": ["a", "b"], "image_size": [8, 8], "preset_options": {"window": [40, 400]}}
+    assert out["phantoms"] == {"n": 4} and out["max_epochs"] == 1 and out["image_size"] == "$@model['image_size']"
 
 
 def test_values_keep_their_meaning_without_comments(tmp_path):

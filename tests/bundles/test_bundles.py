@@ -451,17 +451,23 @@ def test_saliency_workflow_and_evaluate_option_write_maps(bundle, trained, tmp_p
         assert "No saliency maps" not in page and f"<figcaption>{pngs[0]}</figcaption>" in page
 
 
-def test_inference_refuses_a_model_for_other_labels(bundle, trained, tmp_path):
+def test_inference_takes_the_labels_of_the_model_file_and_refuses_others(bundle, trained, tmp_path):
     tmp, _ = trained
     state = torch.load(tmp / "models" / "model.pt", weights_only=True)
     meta = Classifier.decode_extra_state(state["_extra_state"])
     other = [f"x{i}" for i in range(len(meta["label_names"]))]
     state["_extra_state"] = {**meta, "label_names": other}
     torch.save(state, tmp_path / "other.pt")
-    wf = workflow(bundle, "inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"))
+    # the model file decides the labels: predictions.csv has the model's columns
+    wf = workflow(bundle, "inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "o"),
+                  input=str(tmp / "data" / "images"))
+    wf.run()
+    assert list(csv.DictReader(open(tmp_path / "o" / "predictions.csv")))[0].keys() >= {f"prob_{n}" for n in other}
+    # labels given on the command line that contradict it stop the run, naming both
     with pytest.raises(Exception) as err:
-        wf.run()
-    assert f"ValueError: the loaded model was trained for labels {other}" in error_chain(err.value)
+        workflow(bundle, "inference", tmp, model_path=str(tmp_path / "other.pt"), output_dir=str(tmp_path / "p"),
+                 label_names=LABELS[bundle.name])
+    assert f"setting label_names: {LABELS[bundle.name]!r} contradicts {other!r}" in error_chain(err.value)
 
 
 def test_torchscript_export_matches_eager(bundle, trained, tmp_path):
