@@ -21,7 +21,7 @@ from medclass.errors import SettingError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "METADATA_KEY", "OnnxModel", "inference_network", "check_backend"]
+__all__ = ["BACKENDS", "METADATA_KEY", "OnnxModel", "check_backend", "exported_file", "inference_network"]
 
 #: where the inference workflow runs the model: PyTorch (model.pt) or ONNX Runtime (an ONNX export of it)
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
@@ -106,27 +106,37 @@ class OnnxModel(torch.nn.Module):
         return f"path={self.path}, labels={self.label_names}"
 
 
+def exported_file(model_path: str | os.PathLike) -> Path:
+    """The ONNX file backend ``onnxruntime`` runs: ``model_path`` itself when it is an ``.onnx`` file, else the
+    ``.onnx`` file beside it (``models/model.pt`` -> ``models/model.onnx``, where ``medclass export`` writes it)."""
+    path = Path(model_path)
+    return path if path.suffix.lower() == ".onnx" else path.with_suffix(".onnx")
+
+
 def inference_network(backend: str, network: torch.nn.Module, device: torch.device | str,
-                      exported_model: str | os.PathLike | None = None, task: str | None = None,
+                      model_path: str | os.PathLike | None = None, task: str | None = None,
                       workflow: str = "inference") -> torch.nn.Module:
-    """The network a workflow runs: ``network`` on ``device`` (backend ``torch``), or the ONNX export
-    ``exported_model`` on ONNX Runtime (backend ``onnxruntime``, the inference workflow only).
+    """The network a workflow runs: ``network`` on ``device`` (backend ``torch``; the checkpoint loader loads
+    ``model_path`` into it), or the ONNX export of the model on ONNX Runtime (backend ``onnxruntime``, the inference
+    workflow only; see :func:`exported_file`), which carries its own labels, thresholds and temperature.
 
     Raises:
         SettingError: an unknown backend, onnxruntime for a workflow other than inference, or an export whose task
             differs from the bundle's.
-        FileNotFoundError: backend onnxruntime and no ONNX file at ``exported_model``.
+        FileNotFoundError: backend onnxruntime and no ONNX file.
     """
     if check_backend(backend) == "torch":
         return network.to(device)
     if workflow != "inference":
         raise SettingError(f"setting backend: onnxruntime runs the inference workflow only (this is {workflow}, which "
                            "needs the PyTorch model); use --backend torch")
-    if exported_model is None or not Path(exported_model).is_file():
-        raise FileNotFoundError(f"{exported_model}: backend onnxruntime runs an ONNX export of the model; write it "
-                                f"with `medclass export MODEL --format onnx --out {exported_model}`")
-    model = OnnxModel(exported_model)
+    onnx_file = exported_file(model_path) if model_path is not None else None
+    if onnx_file is None or not onnx_file.is_file():
+        source = Path(model_path).with_suffix(".pt") if model_path is not None else "MODEL.pt"
+        raise FileNotFoundError(f"{onnx_file}: backend onnxruntime runs an ONNX export of the model; write it with "
+                                f"`medclass export {source} --format onnx --out {onnx_file}`")
+    model = OnnxModel(onnx_file)
     if task is not None and model.task != task:
-        raise SettingError(f"{exported_model} was exported for task {model.task!r}, the bundle says {task!r}")
-    logger.info("inference on ONNX Runtime: %s", exported_model)
+        raise SettingError(f"{onnx_file} was exported for task {model.task!r}, the bundle says {task!r}")
+    logger.info("inference on ONNX Runtime: %s", onnx_file)
     return model
