@@ -23,7 +23,8 @@ this one process after warm-up:
   ONNX Runtime computes no gradients); ``workflow-onnxruntime``: the inference workflow with ``backend:
   onnxruntime``; ``engine-fp32``: the engine at fp32, ONNX Runtime's precision.
 
-Printed: a table of p50 / p95 (ms) per architecture and path, with each path's p50 over the engine's p50 measured
+Printed: the load average of the machine at the start and end (other jobs on the same cores inflate every figure),
+a table of p50 / p95 (ms) per architecture and path, with each path's p50 over the engine's p50 measured
 in the same run, and last one JSON object with every figure. The issue's goals: every path within 1.5x of the
 engine; DenseNet-121 to probabilities and Grad-CAM under 120 ms p50 on the app path; ONNX Runtime at least as
 fast as PyTorch.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -259,6 +261,7 @@ def main(argv=None) -> dict:
         args.workdir = Path(tmp.name)
     args.workdir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    load_start = [round(v, 2) for v in os.getloadavg()]  # other jobs on the cores inflate every figure: recorded
     try:
         for arch in args.arch:
             work = args.workdir / arch
@@ -273,7 +276,10 @@ def main(argv=None) -> dict:
         if tmp is not None:
             tmp.cleanup()
     print(table(results))
-    out = {"image_size": args.size, "runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
+    load_end = [round(v, 2) for v in os.getloadavg()]
+    print(f"load average (1, 5, 15 min) at start {load_start}, at end {load_end} on {os.cpu_count()} CPUs")
+    out = {"loadavg_start": load_start, "loadavg_end": load_end, "cpus": os.cpu_count(),
+           "image_size": args.size, "runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
            "torch": torch.__version__, "dicom": Path(DICOM).name[:40], "results": results, "goals": goals(results)}
     print(json.dumps(out))
     return out
