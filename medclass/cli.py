@@ -54,6 +54,16 @@ def _export(args) -> int:
     return 0
 
 
+def _export_model(args) -> int:
+    from medclass.exports import export_model
+
+    options = json.loads(args.preset_options) if args.preset_options else None
+    result = export_model(args.model, args.format, args.out, check_images=args.check, max_images=args.max_images,
+                          task=args.task, preset=args.preset, preset_options=options)
+    print(result.summary())
+    return 0
+
+
 def _large_files(args) -> int:
     from medclass.bundle_tools import write_large_files
 
@@ -168,6 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=None, help="output file (default: BUNDLE/models/model.ts)")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("export", help="export a model file to ONNX, torch.export (.pt2) or TorchScript, with its labels, "
+                                      "thresholds and preprocessing inside, checked against PyTorch (max abs "
+                                      "difference printed)")
+    p.add_argument("model", type=Path, help="a medclass model file (e.g. bundles/cxr_classification/models/model.pt)")
+    p.add_argument("--format", default="onnx", help="onnx (default) | pt2 | torchscript")
+    p.add_argument("--out", type=Path, default=None, help="the file to write (default: MODEL with .onnx, .pt2 or .ts)")
+    p.add_argument("--check", nargs="+", default=None, metavar="IMAGE",
+                   help="images or folders to compare the exported model with PyTorch on, through the model's "
+                        "preprocessing (default: random inputs of the model's shape)")
+    p.add_argument("--max-images", type=int, default=4, help="at most this many check images (default 4)")
+    p.add_argument("--task", default=None, choices=list(TASKS),
+                   help="only for model files that do not record it (a contradicting value is an error)")
+    p.add_argument("--preset", default=None, help="only for model files that do not record their preprocessing "
+                                                  "preset (cxr, generic, ct, mr)")
+    p.add_argument("--preset-options", default=None, help="JSON, e.g. '{\"percentiles\": [1, 99]}' (likewise)")
+    p.set_defaults(func=_export_model)
+
     p = sub.add_parser("large-files", help="when a model is released: write the bundle's large_files.yml (the Model "
                                            "Zoo's download list) with the URL and SHA-256 of models/model.pt")
     p.add_argument("bundle", type=Path)
@@ -243,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"medclass: error: {exc}", file=sys.stderr)
         return 2
 

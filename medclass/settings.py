@@ -21,6 +21,7 @@ from medclass.engines import PRECISIONS
 from medclass.errors import SettingError
 from medclass.networks.spec import ARCHS, CONVS, STEMS
 from medclass.runs import resume_mode
+from medclass.runtime import BACKENDS
 from medclass.transforms.augment import AUGMENT_ON
 from medclass.transforms.presets import PRESETS
 from medclass.vocab import TASKS, flag
@@ -148,7 +149,8 @@ def _memory_budget(key: str, v: Any) -> None:
 
 def _choices() -> dict[str, tuple]:
     return {"arch": ARCHS, "stem": STEMS, "conv": CONVS, "precision": PRECISIONS, "augment_on": AUGMENT_ON,
-            "preset": tuple(PRESETS), "cache": CACHES, "cache_dtype": CACHE_DTYPES, "loader": LOADERS}
+            "preset": tuple(PRESETS), "cache": CACHES, "cache_dtype": CACHE_DTYPES, "loader": LOADERS,
+            "backend": BACKENDS}
 
 
 CHECKS: dict[str, Callable[[str, Any], None]] = {

@@ -316,3 +316,34 @@ def test_scale_benchmark_measures_each_cache_in_its_own_process(tmp_path, capsys
     assert all(r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1 for r in runs.values())
     assert res["projection_112k_gb"]["memory"] < res["projection_112k_gb"]["memory_float32"]
     assert (tmp_path / "scale.png").is_file()
+
+
+def test_latency_benchmark_times_every_path_against_the_engine(real_data, tmp_path):
+    """benchmarks/latency.py --quick: the real chest X-ray DICOM through every path (engine, MONAI Label app,
+    inference and saliency workflows, ONNX Runtime), each ratio over the engine of the same run."""
+    import json
+    import subprocess
+
+    from tests.conftest import need
+
+    need(real_data, "dicom/chest_xray")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in the [onnx] extra, which CI installs")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency.py"), "--quick", "--arch", "resnet18",
+                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    out = json.loads(lines[-1])
+    paths = out["results"]["resnet18"]
+    assert set(paths) == {"engine", "engine-fp32", "app", "workflow", "onnxruntime", "workflow-onnxruntime"}
+    base = paths["engine"]
+    for name, row in paths.items():
+        assert row["probs"]["n"] == 3 and 0 < row["probs"]["p50_ms"] <= row["probs"]["p95_ms"]
+        assert row["ratio"]["probs"] == round(row["probs"]["p50_ms"] / base["probs"]["p50_ms"], 2)
+        assert any(line.startswith("resnet18") and f" {name} " in line for line in lines), name
+        if "onnxruntime" in name:
+            assert row["probs_gradcam"] is None  # no gradients on ONNX Runtime: not timed, shown as n/a
+        else:
+            assert row["probs_gradcam"]["p50_ms"] > 0
+    assert out["goals"]["onnxruntime_vs_torch_p50"]["resnet18"]["vs_engine"] == round(
+        paths["onnxruntime"]["probs"]["p50_ms"] / base["probs"]["p50_ms"], 2)
+    assert out["image_size"] == 64 and out["runs"] == 3

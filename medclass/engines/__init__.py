@@ -220,11 +220,17 @@ class Evaluator(SupervisedEvaluator):
 
     Args:
         precision: as for :class:`Trainer`.
-        kwargs: passed to ``monai.engines.SupervisedEvaluator`` (``amp`` is managed here).
+        kwargs: passed to ``monai.engines.SupervisedEvaluator`` (``amp`` is managed here); ``None`` entries of
+            ``val_handlers`` (handlers a config disables, e.g. the checkpoint loader with ``backend: onnxruntime``)
+            are left out.
     """
 
     def __init__(self, *args: Any, precision: str = "auto", **kwargs: Any) -> None:
         kwargs.pop("amp", None)
+        if kwargs.get("val_handlers") is not None:  # a handler disabled in the config (`_disabled_`) is None: left out
+            handlers = kwargs["val_handlers"]
+            kwargs["val_handlers"] = [h for h in (handlers if isinstance(handlers, (list, tuple)) else [handlers])
+                                      if h is not None]
         super().__init__(*args, amp=False, **kwargs)
         self.precision = resolve_precision(precision, self.state.device)
 
