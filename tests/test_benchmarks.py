@@ -347,3 +347,44 @@ def test_latency_benchmark_times_every_path_against_the_engine(real_data, tmp_pa
     assert out["goals"]["onnxruntime_vs_torch_p50"]["resnet18"]["vs_engine"] == round(
         paths["onnxruntime"]["probs"]["p50_ms"] / base["probs"]["p50_ms"], 2)
     assert out["image_size"] == 64 and out["runs"] == 3
+
+
+def test_transfer_benchmark_pretrains_on_mednist_and_fine_tunes_against_scratch(real_data, tmp_path, capsys):
+    """benchmarks/transfer.py --quick on real data (MedNIST subset -> PneumoniaMNIST subset): the source model is
+    trained, the frozen run starts from its backbone and keeps it, the table states the gap-closure verdict."""
+    import json
+
+    import torch
+
+    from tests.conftest import need
+
+    need(real_data, "mednist/MedNIST_repacked.tar.gz")
+    need(real_data, "medmnist/pneumoniamnist.npz")
+    res = _bench("transfer", "transfer_bench").main([
+        "--quick", "--targets", "pneumoniamnist", "--seeds", "0", "--fractions", "0.2", "1",
+        "--variants", "scratch", "frozen", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["runs"] == res["runs"]
+    runs = {(r["fraction"], r["variant"]): r for r in res["runs"]}
+    assert set(runs) == {(0.2, "scratch"), (0.2, "frozen"), (1.0, "scratch"), (1.0, "frozen")}
+    assert runs[(0.2, "scratch")]["n_train"] < runs[(1.0, "scratch")]["n_train"] == 120
+    for r in runs.values():
+        assert r["epochs"] == 1 and r["n_test"] == 120 and 0.0 <= r["test_auc"] <= 1.0
+        lo, hi = r["test_auc_ci95"]
+        assert lo <= r["test_auc"] <= hi and r["train_seconds"] > 0
+    pre = res["pretraining"]["pneumoniamnist"]
+    assert pre["classes"] == ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"]
+    assert pre["image_size"] == [28, 28] and pre["epochs"] == 1
+    # the frozen run's backbone is the MedNIST model's (frozen: weights and BatchNorm statistics unchanged), with
+    # a new 1-output head; the scratch run's is not
+    source = torch.load(tmp_path / "pretrain_28px" / "models" / "model.pt", weights_only=True)
+    frozen = torch.load(tmp_path / "pneumoniamnist" / "1" / "frozen" / "seed0" / "models" / "model.pt",
+                        weights_only=True)
+    scratch = torch.load(tmp_path / "pneumoniamnist" / "1" / "scratch" / "seed0" / "models" / "model.pt",
+                         weights_only=True)
+    for key in ("backbone.conv1.weight", "backbone.layer4.1.bn2.running_var"):
+        assert torch.equal(frozen[key], source[key]) and not torch.equal(scratch[key], source[key])
+    assert frozen["backbone.fc.weight"].shape[0] == 1 and source["backbone.fc.weight"].shape[0] == 6
+    verdict = res["gap_closure"]["pneumoniamnist/frozen"]
+    assert "closes" in out or "not estimable" in out
+    assert verdict["closed"] is None or verdict["half"] == (verdict["closed"] >= 0.5)
