@@ -137,7 +137,7 @@ def test_speed_epoch_table_gives_seconds_per_1000_images(real_data, tmp_path):
     for r in out["rows"]:
         assert r["width"] == 32 and r["timed_steps"] == 1
         assert r["image_size"] == [r["image_size"][0]] * r["spatial_dims"]
-        assert r["seconds_per_1000_images"] == pytest.approx(1000 / r["images_per_s"], rel=1e-2)
+        assert r["seconds_per_1000_images"] == pytest.approx(1000 / r["images_per_s"], rel=1e-2, abs=0.051)  # printed to 0.1 s
         assert r["seconds_per_1000_images_best_step"] <= r["seconds_per_1000_images"] * 1.01  # one step: equal
     assert len(out["load_average_1_5_15"]) == 3 and "CPU cores" in out["machine"]
 
