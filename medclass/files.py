@@ -22,7 +22,7 @@ from medclass.errors import DiskFullError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_write", "atomic_save", "atomic_text", "atomic_json", "AtomicStream", "temp_path",
+__all__ = ["read_json", "atomic_write", "atomic_save", "atomic_text", "atomic_json", "AtomicStream", "temp_path",
            "remove_stale_temp_files", "free_space", "human_bytes", "disk_full_error"]
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -210,3 +210,18 @@ def remove_stale_temp_files(folder: str | os.PathLike, own: bool = False) -> lis
     if removed and not own:
         logger.info("removed %d temporary file(s) left in %s by an earlier run that stopped", len(removed), folder)
     return removed
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's contents, or ``None`` when there is no such file.
+
+    Raises:
+        ValueError: the file is not valid JSON (naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medclass.files import atomic_json, atomic_write
+from medclass.files import atomic_json, atomic_write, read_json
 from medclass.metrics import MIN_POSITIVES, evaluate_predictions, group_values, to_json
 from medclass.report.external import EXTERNAL_FILE, external_comparison
 from medclass.report.html import write_html
@@ -149,14 +148,6 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def _load_json(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-
 
 def _infer_task(labels: np.ndarray, probs: np.ndarray) -> str:
     known = ~np.isnan(labels).any(axis=1)
@@ -235,9 +226,9 @@ def build_report(
     if pred["labels"] is None:
         raise ValueError(f"{folder / 'predictions.csv'}: no label_<label> columns; a report needs labelled data")
     names = pred["label_names"]
-    previous = _load_json(folder / "metrics.json") or {}
+    previous = read_json(folder / "metrics.json") or {}
     settings = dict(previous.get("settings") or {})
-    op = _load_json(folder / "thresholds.json")
+    op = read_json(folder / "thresholds.json")
     task = task or settings.get("task") or (op or {}).get("task") or previous.get("task") or \
         _infer_task(pred["labels"], pred["probs"])
     if task not in TASKS:
@@ -276,10 +267,10 @@ def build_report(
     metrics["operating_points"] = op or {"operating_point": source}
     metrics["temperature"] = (op or {}).get("temperature", 1.0)
     metrics["settings"] = settings
-    external = _load_json(folder / EXTERNAL_FILE)
+    external = read_json(folder / EXTERNAL_FILE)
     if external is not None:
         metrics["external"] = external_comparison(metrics, external, folder)
-    shortcuts = _load_json(folder / "saliency" / SHORTCUTS_FILE)
+    shortcuts = read_json(folder / "saliency" / SHORTCUTS_FILE)
     if shortcuts is not None:
         metrics["shortcuts"] = shortcuts
     metrics = to_json(metrics)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from medclass.files import atomic_json, atomic_text
+from medclass.files import atomic_json, atomic_text, read_json
 from medclass.data import split_report
 from medclass.networks import Classifier, read_state_dict
 from medclass.report.tables import CSS, table
@@ -134,14 +134,6 @@ def _split_csv_summary(path: Path) -> dict[str, Any] | None:
         s["patients"] = len(patients[name])
     return {"label_names": [], "splits": splits, "source": path.name}
 
-
-def _load(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -422,10 +414,10 @@ def write_model_card(model_path: str | os.PathLike | None, eval_dir: str | os.Pa
     if model_path is not None:
         model = model_summary(read_model(model_path))
     else:
-        model = _load(ev / MODEL_FILE) if ev is not None else None
-    metrics = _load(ev / "metrics.json") if ev is not None else None
-    op = _load(ev / "thresholds.json") if ev is not None else None
-    data = _load(ev / DATA_FILE) if ev is not None else None
+        model = read_json(ev / MODEL_FILE) if ev is not None else None
+    metrics = read_json(ev / "metrics.json") if ev is not None else None
+    op = read_json(ev / "thresholds.json") if ev is not None else None
+    data = read_json(ev / DATA_FILE) if ev is not None else None
     if data is None and model_path is not None:
         data = _split_csv_summary(Path(model_path).parent / "split.csv")
     card = build_card(model, metrics, op, data)
