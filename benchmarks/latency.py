@@ -46,6 +46,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from timing import call_times  # noqa: E402
 
 BUNDLE = "cxr_classification"
 DICOM = "dicom/chest_xray/NIH_CXR14_1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"
@@ -62,14 +64,7 @@ def percentiles(times: list[float]) -> dict[str, float]:
 
 
 def time_calls(fn, runs: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return percentiles(times)
+    return percentiles(call_times(fn, runs, warmup))
 
 
 def make_bundle(work: Path, arch: str, size: int) -> Path:

@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (medians resist the bursts
-    of other jobs on a shared machine)."""
+def call_times(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
+    """Wall times in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -17,4 +16,10 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> f
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
+    return times
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (medians resist the bursts
+    of other jobs on a shared machine)."""
+    return float(statistics.median(call_times(fn, repeats, warmup)))
