@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install medclass with its test extras (dev; onnx: the export and ONNX Runtime tests) and the MONAI Label server
 # (scripts/install_label.sh), then run the
-# default test suite (no GPU, about 15 minutes on 2 cores).
+# default test suite (no GPU, about 15 minutes on 2 cores; `-m heavy` runs the long benchmark/tutorial runs it leaves out).
 # Real-data tests read MEDCLASS_DATA (default ../shared/data) and skip with a reason where it is absent.
 # Extra arguments go to pytest. Exit status: pytest's, except 5 (no test collected), reported and failed.
 set -uo pipefail

@@ -94,6 +94,7 @@ def test_quality_3d_npz_through_the_volume_bundle(real_data, tmp_path, name):
     assert res["precision_fallbacks"] <= 1 and res["nonfinite_steps"] <= 3
 
 
+@pytest.mark.heavy
 def test_speed_benchmark_runs_every_phase_on_real_data(real_data, tmp_path):
     """benchmarks/speed.py --quick: every phase runs on the real sets; the ratios are the phases' figures."""
     import json
@@ -173,6 +174,7 @@ def tiny_saliency(real_data, tmp_path_factory):
     return work, json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.heavy
 def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselines(tiny_saliency):
     """benchmarks/saliency.py --tiny --gradcam-layers: Grad-CAM at a named layer is one more method, scored on
     the same maps' cases and against the same random deletion baselines as the default layer."""
@@ -203,6 +205,7 @@ def test_saliency_benchmark_scores_other_gradcam_layers_against_the_same_baselin
     assert bad.returncode != 0 and "backbone.nope" in bad.stderr and "valid names" in bad.stderr
 
 
+@pytest.mark.heavy
 def test_cam_variants_scores_the_products_gradcam_and_finer_lattices(tiny_saliency):
     """benchmarks/cam_variants.py on the tiny phantom model: its plain Grad-CAM is the product's (same cases, same
     peaks as benchmarks/saliency.py), a stitched lattice and a product are scored on the same cases, and a step
@@ -301,6 +304,7 @@ def test_label_load_benchmark_against_a_baseline_commit(real_data, tmp_path, cap
     assert (tmp_path / "baseline_src" / "medclass" / "label" / "server.py").is_file()  # the commit's own tree
 
 
+@pytest.mark.heavy
 def test_scale_benchmark_measures_each_cache_in_its_own_process(tmp_path, capsys):
     """benchmarks/scale.py --quick (2D only): the packed memory cache costs less per item than the float32
     baseline measured in the same run, auto resolves to disk under a 1 MB budget, every run trains."""

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 
 
@@ -53,6 +55,7 @@ def test_tutorial_03_saliency(tmp_path):
     assert "python -m monai.bundle run" in res.stdout
 
 
+@pytest.mark.heavy
 def test_tutorial_05_pretrained(real_data, tmp_path):
     """Offline, with stand-in files in TorchXRayVision's and torchvision's published layouts: the log says what was
     loaded and which head rows transferred; each model.pt records its source and preprocessing."""
