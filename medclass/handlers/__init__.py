@@ -10,6 +10,7 @@ from medclass.handlers.progress import ProgressBar
 from medclass.handlers.schedule import LrSchedule
 from medclass.handlers.timing import DataWaitTimer
 from medclass.handlers.saliency import SaliencyHandler
+from medclass.handlers.tensorboard import TensorBoardStats
 
 __all__ = [
     "CheckpointManager",
@@ -25,6 +26,7 @@ __all__ = [
     "PredictionWriter",
     "ProgressBar",
     "SaliencyHandler",
+    "TensorBoardStats",
     "WeightAveraging",
     "stored_provenance",
 ]

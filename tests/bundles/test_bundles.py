@@ -143,7 +143,7 @@ def test_train_writes_checkpoints_and_logs(bundle, trained):
     meta = Classifier.decode_extra_state(best["_extra_state"])
     assert meta["label_names"] == LABELS[bundle.name]
     assert meta["image_size"] == TINY[bundle.name]["image_size"] and meta["arch"] == "resnet18"
-    assert any((tmp / "runs").iterdir())  # TensorBoard events
+    assert any((tmp / "runs" / "train").iterdir()) and any((tmp / "runs" / "validation").iterdir())  # TensorBoard
     ev = wf.parser.get_parsed_content("validate#evaluator")
     assert 0.0 <= ev.state.metrics["val_mean_auc"] <= 1.0
 

@@ -338,6 +338,7 @@ def test_monai_bundle_run_ends_with_the_same_short_error(trained, data):
 
 def test_ctrl_c_stops_with_one_line_and_the_same_command_resumes_with_continuing_steps(data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
 
     bundle = bundle_copy(tmp_path / "b")
     cmd = command(bundle, "train", *TINY, "--dataset_dir", str(data), "--progress_bar", "false", "--max_epochs", "6",
@@ -356,21 +357,29 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_resumes_with_continuing
         "models/model.pt); run the same command again to resume from there.")
     assert not [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("Loading dataset")][:-1]
     assert "Traceback" not in out + err
-    first_files = set((bundle / "runs").iterdir())
+    # what the stopped run wrote of the epoch in progress (its writer may not have flushed it): TensorBoard must
+    # show the resumed run's values for these steps, not these
+    iterations = int(torch.load(bundle / "models" / "last.pt", weights_only=True)["trainer"]["iteration"]) // epoch
+    with SummaryWriter(log_dir=str(bundle / "runs" / "train")) as partial:
+        for step in range(epoch * iterations + 1, (epoch + 1) * iterations + 1):
+            partial.add_scalar("train_loss", -1.0, step)
+    with SummaryWriter(log_dir=str(bundle / "runs" / "validation")) as partial:
+        partial.add_scalar("val_mean_auc", -1.0, epoch + 1)
 
     res = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300, env=env())
     assert res.returncode == 0, output(res)[-3000:]
     assert f"resumed from models/last.pt at epoch {epoch} of 6" in output(res)
     assert torch.load(bundle / "models" / "last.pt", weights_only=True)["finished"] is True
-    steps = {}
-    for f in set((bundle / "runs").iterdir()) - first_files:  # the resumed run's event files
-        acc = EventAccumulator(str(f))
+    values = {}
+    for part in ("train", "validation"):  # as TensorBoard reads each run folder: every event file, with purges
+        acc = EventAccumulator(str(bundle / "runs" / part))
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
-            steps[tag] = [e.step for e in acc.Scalars(tag)]
-    iterations = len(steps["train_loss"]) // (6 - epoch)
-    assert steps["val_mean_auc"] == list(range(epoch + 1, 7))  # continue from the resumed epoch
-    assert steps["train_loss"] == list(range(epoch * iterations + 1, 6 * iterations + 1))
+            values[tag] = {e.step: e.value for e in acc.Scalars(tag)}
+            assert len(values[tag]) == len(acc.Scalars(tag)), f"{tag}: a step shows twice"
+    assert sorted(values["val_mean_auc"]) == list(range(1, 7))  # every epoch once, the resumed ones continuing
+    assert sorted(values["train_loss"]) == list(range(1, 6 * iterations + 1))
+    assert min(values["train_loss"].values()) >= 0 and min(values["val_mean_auc"].values()) >= 0
 
 
 def test_csv_datalists_in_utf8_bom_and_latin1_are_read_and_utf16_is_named(tmp_path):
