@@ -27,12 +27,12 @@ import numpy as np
 from medclass.errors import ACTIVE_RUNS, FolderInUseError, RunMismatchError, SettingError
 from medclass.errors import interrupt_message  # noqa: F401  (re-exported: medclass.runs.interrupt_message)
 from medclass.files import atomic_json, remove_stale_temp_files
-from medclass.vocab import flag
+from medclass.vocab import VIT_SETTINGS, flag
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FolderLock", "RunGuard", "TrainingRun", "fingerprint", "data_digest", "fingerprint_diff",
-           "interrupt_message", "RESUME_MODES", "NOT_TRAINING_SETTINGS"]
+           "interrupt_message", "RESUME_MODES", "NOT_TRAINING_SETTINGS", "ADDED_SETTINGS"]
 
 LOCK_NAME = ".medclass.lock"
 LOCK_INFO = ".medclass.lock.json"
@@ -47,6 +47,9 @@ NOT_TRAINING_SETTINGS = frozenset({
     "saliency_method", "backend",
 })
 
+# settings added after runs began to record their fingerprint, each with the value that does what medclass did
+# before it existed: a last.pt without the key resumes when the setting has that value now
+ADDED_SETTINGS: dict[str, Any] = {**VIT_SETTINGS}
 
 
 class FolderLock:
@@ -267,13 +270,18 @@ def fingerprint_diff(saved: Mapping | None, now: Mapping) -> list[str]:
             out.append(f"data (datalist content or split): {_data_desc(d0)} in the saved run, {_data_desc(d1)} now")
     flat0 = {**{k: v for k, v in saved.items() if k not in ("data", "settings")}, **(saved.get("settings") or {})}
     flat1 = {**{k: v for k, v in now.items() if k not in ("data", "settings")}, **(now.get("settings") or {})}
+    added = []
     for key in sorted(set(flat0) | set(flat1)):
         if key in NOT_TRAINING_SETTINGS:
             continue
         a, b = flat0.get(key, "(not set)"), flat1.get(key, "(not set)")
-        if a != b:
+        if key not in flat0 and key in ADDED_SETTINGS and b == _jsonable(ADDED_SETTINGS[key]):
+            added.append(key)  # recorded by an older medclass, before this setting existed: the same run
+        elif a != b:
             out.append(f"{key}: {_short(a)} in the saved run, {_short(b)} now")
-    return out or ["the saved run's fingerprint differs"]
+    if out or not added:
+        return out or ["the saved run's fingerprint differs"]
+    return []
 
 
 def resume_mode(value: Any) -> str:
