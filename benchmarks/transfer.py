@@ -13,7 +13,9 @@
    14 ChestX-ray14 findings, 64 px, re-split patient-disjoint with the seed). Variants, same recipe otherwise:
 
    * ``scratch``: random initialisation (the same-run baseline);
-   * ``frozen``: the MedNIST backbone frozen, a new head trained (a linear probe: ``freeze: backbone``);
+   * ``frozen``: the MedNIST backbone frozen, a new head trained (a linear probe: ``freeze: backbone``) at
+     ``--probe-lr-scale`` (default 10) times the recipe's learning rate: a new head alone on fixed features needs
+     larger steps than fine-tuning (at the recipe's rate, 24 steps left it near its random start);
    * ``partial``: stem and first stage frozen (``freeze: stages:2``), the rest at a tenth of the head's learning
      rate (``backbone_lr_scale: 0.1``);
    * ``full``: everything trained at the recipe's learning rate.
@@ -262,6 +264,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--pretrain-per-class", type=int, default=None, help="MedNIST images per class (default all)")
     ap.add_argument("--pretrain-epochs", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=30, help="fine-tuning (and scratch) epochs")
+    ap.add_argument("--probe-lr-scale", type=float, default=10.0,
+                    help="the frozen variant's (linear probe's) learning rate = the recipe's times this")
     ap.add_argument("--min-steps", type=int, default=0,
                     help="raise the epochs of small fractions so that every run takes at least this many optimizer "
                          "steps (0: the same epochs at every fraction)")
@@ -317,6 +321,8 @@ def main(argv=None) -> dict:
                          "warmup_epochs": 1 if epochs > 2 else 0}
                     if v != "scratch":
                         o.update({"pretrained": str(model), "pretrained_skip_head": True})
+                    if v == "frozen":
+                        o["learning_rate"] = base["learning_rate"] * args.probe_lr_scale
                     res = train_and_evaluate(bundle, o, work / target / f"{f:g}" / v / f"seed{seed}")
                     runs.append({"target": target, "fraction": f, "variant": v, "seed": seed, "n_train": n_train,
                                  **res})

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medclass.networks.modelfile import read_model_record
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -389,6 +391,10 @@ def test_transfer_benchmark_pretrains_on_mednist_and_fine_tunes_against_scratch(
     for key in ("backbone.conv1.weight", "backbone.layer4.1.bn2.running_var"):
         assert torch.equal(frozen[key], source[key]) and not torch.equal(scratch[key], source[key])
     assert frozen["backbone.fc.weight"].shape[0] == 1 and source["backbone.fc.weight"].shape[0] == 6
+    # the linear probe learns at --probe-lr-scale (10) times the recipe's rate, the other variants at the recipe's
+    lr = {v: read_model_record(tmp_path / "pneumoniamnist" / "1" / v / "seed0" / "models" / "model.pt")
+          ["fingerprint"]["settings"]["learning_rate"] for v in ("frozen", "scratch")}
+    assert lr["frozen"] == pytest.approx(10 * lr["scratch"])
     verdict = res["gap_closure"]["pneumoniamnist/frozen"]
     assert "closes" in out or "not estimable" in out
     assert verdict["closed"] is None or verdict["half"] == (verdict["closed"] >= 0.5)
