@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from medclass.errors import SettingError
+from medclass.exports import export_model
 from medclass.networks.modelfile import check_given, model_settings, read_model_record
 from medclass.vocab import MODEL_SETTINGS
 
@@ -240,38 +241,30 @@ def model_metadata(meta: dict, record: dict) -> dict:
 
 def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLike | None = None,
                        filepath: str | os.PathLike | None = None, **overrides) -> Path:
-    """``monai.bundle.ckpt_export`` of ``models/model.pt`` to ``models/model.ts`` (metadata and configs inside).
+    """The Model Zoo's TorchScript export of ``models/model.pt`` to ``models/model.ts``.
 
-    The network is built from the model file's settings (``model_path`` is set to ``ckpt_file``), and the
-    metadata stored in the export describes that model (its labels, input size and channels, logits out).
-    ``overrides`` are further config values; one contradicting the model file is an error naming both values.
+    It is ``medclass export --format torchscript`` (the network built from the model file alone, the export's
+    logits checked against PyTorch's) with what MONAI's ``ckpt_export`` puts inside as well, so that MONAI's
+    ``load_net_with_metadata`` and the Zoo's checks read it: ``metadata.json`` describing this model (its labels,
+    input size and channels, logits out) and the bundle's inference config as JSON (``inference.json``).
+    ``overrides`` are config values to check: one contradicting the model file is an error
+    naming both values.
     """
     import json
-    import tempfile
 
-    from monai.bundle import ckpt_export
+    from monai.bundle import ConfigParser
 
     bundle_dir = Path(bundle_dir)
     ckpt = Path(ckpt_file) if ckpt_file else bundle_dir / "models" / "model.pt"
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt}: no trained model to export (run the train workflow first)")
     out = Path(filepath) if filepath else bundle_dir / "models" / "model.ts"
-    model = model_settings(ckpt, {})
-    check_given(model, overrides)
+    check_given(model_settings(ckpt, {}), overrides)
     meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        meta_file = Path(tmp) / "metadata.json"
-        meta_file.write_text(json.dumps(model_metadata(meta, read_model_record(ckpt)), indent=4))
-        ckpt_export(
-            net_id="network_def",
-            filepath=str(out),
-            ckpt_file=str(ckpt),
-            meta_file=str(meta_file),
-            config_file=config_files(bundle_dir, "inference.yaml"),
-            bundle_root=str(bundle_dir),
-            **{"model_path": str(ckpt), **overrides},
-        )
-    return out
+    extra = {"metadata.json": json.dumps(model_metadata(meta, read_model_record(ckpt)))}
+    for config in config_files(bundle_dir, "inference.yaml"):
+        extra[Path(config).stem + ".json"] = json.dumps(ConfigParser.load_config_file(config))
+    return export_model(ckpt, "torchscript", out, extra_files=extra).path
 
 
 LARGE_FILES = "large_files.yml"

@@ -40,9 +40,9 @@ def _verify(args) -> int:
         released = any(e["path"] == "models/model.ts" for e in bt.large_files(args.bundle))
         out = bt.export_torchscript(args.bundle,
                                     filepath=model.parent / ("verify_model.ts" if released else "model.ts"))
-        print(f"ckpt_export: ok ({out})")
+        print(f"TorchScript export: ok ({out})")
     else:
-        print(f"ckpt_export: skipped ({model} not trained yet)")
+        print(f"TorchScript export: skipped ({model} not trained yet)")
     return 0 if ok else 1
 
 
@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bundle", type=Path)
     p.set_defaults(func=_verify)
 
-    p = sub.add_parser("export-bundle", help="TorchScript export of a bundle's trained model (monai ckpt_export)")
+    p = sub.add_parser("export-bundle", help="TorchScript export of a bundle's trained model in the Model Zoo's "
+                                            "layout (metadata.json and inference.json inside; checked against "
+                                            "PyTorch)")
     p.add_argument("bundle", type=Path)
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: BUNDLE/models/model.pt)")
     p.add_argument("--output", type=Path, default=None, help="output file (default: BUNDLE/models/model.ts)")

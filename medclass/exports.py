@@ -240,11 +240,13 @@ def _pt2_export(model: Classifier, x: torch.Tensor, out: Path, metadata: dict[st
     torch.export.save(ep, str(out), extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
 
 
-def _torchscript_export(model: Classifier, out: Path, metadata: dict[str, Any]) -> None:
+def _torchscript_export(model: Classifier, out: Path, metadata: dict[str, Any],
+                        extra_files: dict[str, str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.script(model)
-    torch.jit.save(scripted, str(out), _extra_files={EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
+    torch.jit.save(scripted, str(out),
+                   _extra_files={**(extra_files or {}), EXTRA_FILE: json.dumps(metadata, sort_keys=True)})
 
 
 def read_exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -322,7 +324,7 @@ class ExportResult:
 def export_model(model_file: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None, *,
                  check_images: Any = None, max_images: int = 4,
                  task: str | None = None, preset: str | None = None, preset_options: dict | None = None,
-                 tolerance: float = TOLERANCE) -> ExportResult:
+                 tolerance: float = TOLERANCE, extra_files: dict[str, str] | None = None) -> ExportResult:
     """Export a medclass model file and check the export against the PyTorch model.
 
     Args:
@@ -334,6 +336,8 @@ def export_model(model_file: str | os.PathLike, fmt: str = "onnx", out: str | os
         max_images: at most this many of them.
         task, preset, preset_options: for model files that do not record them (a contradicting value is an error).
         tolerance: largest accepted |exported - PyTorch| logit difference, relative to max(1, largest |logit|).
+        extra_files: more files stored inside a TorchScript export (name -> text), e.g. the Model Zoo's
+            ``metadata.json`` and configs (:func:`medclass.bundle_tools.export_torchscript`).
 
     Returns:
         An :class:`ExportResult` (the file, the format, the max abs difference, what it was checked on, metadata).
@@ -344,6 +348,8 @@ def export_model(model_file: str | os.PathLike, fmt: str = "onnx", out: str | os
         FileNotFoundError: the model file does not exist.
     """
     fmt = check_format(fmt)
+    if extra_files and fmt != "torchscript":
+        raise ValueError(f"extra files go into TorchScript exports only, not {fmt}")
     model, meta = model_from_file(model_file)
     out = Path(out) if out is not None else Path(model_file).with_suffix(SUFFIXES[fmt])
     if out.resolve() == Path(model_file).resolve():
@@ -358,7 +364,7 @@ def export_model(model_file: str | os.PathLike, fmt: str = "onnx", out: str | os
     elif fmt == "pt2":
         _pt2_export(model, example, out, metadata)
     else:
-        _torchscript_export(model, out, metadata)
+        _torchscript_export(model, out, metadata, extra_files)
     diff = max_abs_diff(model, load_exported(out), x)
     with torch.no_grad():
         scale = max(1.0, float(model(x).abs().max()))

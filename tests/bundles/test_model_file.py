@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.data import load_net_with_metadata
 
 from medclass import bundle_tools as bt
 from medclass.errors import SettingError
+from medclass.exports import read_exported_metadata
 from medclass.networks import Classifier, read_model_record
 from medclass.networks.modelfile import model_settings, require
 from medclass.run_cli import parse_overrides
@@ -200,6 +202,11 @@ def test_metadata_and_export_tell_what_the_network_returns(trained, tmp_path):
     assert list(pred["channel_def"].values()) == model["label_names"] and pred["format"] == "logits"
     assert json.loads(extra["metadata.json"])["network_data_format"]["inputs"]["image"]["spatial_shape"] == \
         model["image_size"]
+    # one TorchScript export: MONAI reads it as a Zoo export (metadata + the inference config), medclass as its own
+    _, zoo_meta, configs = load_net_with_metadata(str(out), more_extra_files=("inference.json",))
+    assert zoo_meta["network_data_format"]["outputs"]["pred"]["format"] == "logits"
+    assert "network_def" in json.loads(configs["inference.json"])
+    assert read_exported_metadata(out)["label_names"] == model["label_names"]
     wf = workflow(bundle, "inference", tmp, "o")
     net = wf.parser.get_parsed_content("network")
     net.load_state_dict(torch.load(tmp / "models" / "model.pt", weights_only=True))

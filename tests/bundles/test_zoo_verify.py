@@ -74,7 +74,7 @@ def zoo(request, tmp_path_factory) -> tuple[Path, Path]:
     _run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
           "['configs/inference.yaml','configs/train.yaml']", "--progress_bar", "false"], cwd=bundle)
     res = _run([sys.executable, "-m", "medclass.cli", "verify-bundle", "."], cwd=bundle)
-    assert "configs: in sync" in res.stdout and "ckpt_export: ok" in res.stdout, res.stdout
+    assert "configs: in sync" in res.stdout and "TorchScript export: ok" in res.stdout, res.stdout
     release = root / "release"
     release.mkdir()
     for f in ("model.pt", "model.ts"):
