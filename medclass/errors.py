@@ -81,9 +81,12 @@ def user_error(exc: BaseException) -> BaseException | None:
     for e in chain:
         if isinstance(e, MedclassError):
             return e
+    yaml = sys.modules.get("yaml")  # a config file's syntax error (its message names the file and line)
     for e in chain:
         if isinstance(e, _USER_TYPES):
             return e
+        if yaml is not None and isinstance(e, yaml.YAMLError):
+            return ValueError(f"a config file is not valid YAML: {e}")
     return None
 
 

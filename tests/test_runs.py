@@ -27,3 +27,22 @@ def test_a_setting_added_after_the_run_was_saved_resumes_at_its_old_behaviour():
     # a key unknown to ADDED_SETTINGS, absent from the saved run, is a difference
     assert fingerprint_diff(saved, fingerprint(DATA, {**SETTINGS, "new_knob": None})) == [
         'new_knob: "(not set)" in the saved run, null now']
+
+
+def test_a_config_syntax_error_is_a_user_mistake_naming_the_file_and_line(tmp_path):
+    """A YAML syntax error in a bundle config ends in the short paragraph as the user's mistake, not as a bug."""
+    import yaml
+
+    from medclass.errors import user_message
+
+    bad = tmp_path / "train.yaml"
+    bad.write_text("max_epochs: 3\nbad: [unclosed\n")
+    try:
+        with open(bad) as f:
+            yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        wrapped = RuntimeError("MONAI could not read the config")
+        wrapped.__cause__ = exc
+        text = user_message(wrapped, log_file=None, debug_hint=False)
+    assert text.startswith("medclass: error: a config file is not valid YAML:")
+    assert f'"{bad}", line 3' in text and "bug" not in text
