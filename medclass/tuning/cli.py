@@ -25,8 +25,8 @@ import yaml
 from medclass.bundle_tools import VALUES
 from medclass.errors import SettingError, user_message
 from medclass.run_cli import parse_overrides
-from medclass.tuning.space import load_space
-from medclass.tuning.storage import open_storage, open_study, trials_table
+from medclass.tuning.space import load_space, parse_space
+from medclass.tuning.storage import STUDY_ATTR, open_storage, open_study, trials_table
 from medclass.tuning.trials import METRIC, TUNE_SETS, TrialObjective, preflight
 from medclass.tuning.writeback import write_best
 
@@ -134,14 +134,15 @@ def tune(args, fixed: dict[str, Any]) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     record = _jsonable({"bundle": bundle.name, "space": space.as_dict(), "fixed": fixed, "metric": METRIC})
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
-    study = open_study(open_storage(storage_url), name, record, sampler=sampler, pruner=_pruner(args))
+    study = open_study(open_storage(storage_url), name, record, sampler=sampler, pruner=_pruner(args),
+                       check=args.trials > 0)
     print(f"study {name!r} in {storage_url}: {len(study.trials)} trial(s) so far; trial folders in {workdir}",
           flush=True)
     if args.trials > 0:
         study.optimize(objective, n_trials=args.trials, timeout=args.timeout, gc_after_trial=True,
                        callbacks=[_print_trial])
     trials = study.get_trials(deepcopy=False)
-    print(trials_table(trials, space.names()))
+    print(trials_table(trials, list(dict.fromkeys([*space.names(), *(k for t in trials for k in t.params)]))))
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         print("best: none yet (no complete trial)")
@@ -151,12 +152,16 @@ def tune(args, fixed: dict[str, Any]) -> int:
     best = study.best_trial
     print(f"best: trial {best.number}, {METRIC} {best.value:.4f}: {best.params} ({best.user_attrs.get('folder')})")
     if args.write_best:
-        settings = space.overrides(best.params, base)
+        # what the study's trials searched and had fixed (this command may give neither: --trials 0 --write-best)
+        saved = study.user_attrs.get(STUDY_ATTR) or record
+        searched = parse_space(saved["space"], f"study {name!r}") if saved["space"] != record["space"] else space
+        trained = saved.get("fixed") or {}
+        settings = searched.overrides(best.params, {**values, **trained})
         note = f"study {name!r} trial {best.number}, {METRIC} {best.value:.4f}"
         for line in write_best(bundle, settings, note):
             print(line)
-        if fixed:
-            print(f"note: the trials also had the fixed settings {fixed}; the bundle keeps its own values of those")
+        if trained:
+            print(f"note: the trials also had the fixed settings {trained}; the bundle keeps its own values of those")
     return 0
 
 

@@ -78,7 +78,8 @@ def _rdb(url: str, engine_kwargs: dict, attempts: int = 5):
     raise AssertionError("unreachable")
 
 
-def open_study(storage, name: str, record: Mapping[str, Any], sampler=None, pruner=None) -> optuna.Study:
+def open_study(storage, name: str, record: Mapping[str, Any], sampler=None, pruner=None,
+               check: bool = True) -> optuna.Study:
     """Create the study ``name`` in ``storage`` (maximising), or join it when it exists.
 
     Args:
@@ -88,6 +89,7 @@ def open_study(storage, name: str, record: Mapping[str, Any], sampler=None, prun
             study, and compared with a joined study's.
         sampler: Optuna sampler (this worker's; samplers are not stored).
         pruner: Optuna pruner (likewise).
+        check: compare ``record`` with a joined study's (off for a worker that only reads the study).
 
     Raises:
         SettingError: the study exists and minimises, or searches another space or with other fixed settings.
@@ -99,7 +101,10 @@ def open_study(storage, name: str, record: Mapping[str, Any], sampler=None, prun
                            "validation AUC: give another --study name")
     saved = study.user_attrs.get(STUDY_ATTR)
     if saved is None:
-        study.set_user_attr(STUDY_ATTR, dict(record))
+        if check:
+            study.set_user_attr(STUDY_ATTR, dict(record))
+        return study
+    if not check:
         return study
     for key, what in (("space", "search space"), ("fixed", "fixed settings"), ("metric", "metric")):
         if saved.get(key) != record.get(key):
