@@ -206,6 +206,33 @@ def test_tune_refuses_a_search_that_reads_the_test_split(tmp_path, phantoms, cap
     assert "--items: medclass tune sets it for every trial" in capsys.readouterr().err
 
 
+def test_command_line_options_and_fixed_settings(tmp_path, capsys):
+    from medclass.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["tune", "--help"])
+    assert info.value.code == 0 and "--write-best" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "tune" in capsys.readouterr().out
+    # --learning_rate is a fixed bundle setting (not an abbreviation of a tune option), here clashing with the space
+    assert _tune(BUNDLE, "--space", _space_file(tmp_path, SPACE), "--trials=0", "--learning_rate", "0.1",
+                 "--storage", f"journal:{tmp_path / 's.journal'}") == 1
+    assert "--learning_rate is given as a fixed setting and searched" in capsys.readouterr().err
+
+
+def test_a_trial_never_trains_into_an_existing_folder(tmp_path, phantoms, capsys):
+    (tmp_path / "w" / "trial_0000" / "models").mkdir(parents=True)
+    (tmp_path / "w" / "trial_0000" / "models" / "model.pt").write_bytes(b"an earlier study's model")
+    storage = f"journal:{tmp_path / 's.journal'}"
+    assert _tune(BUNDLE, "--space", _space_file(tmp_path, SPACE), "--storage", storage, "--workdir", tmp_path / "w",
+                 "--trials", 1, "--dataset_dir", phantoms, *TINY) == 1
+    assert "trial_0000 already exists" in capsys.readouterr().err
+    assert (tmp_path / "w" / "trial_0000" / "models" / "model.pt").read_bytes() == b"an earlier study's model"
+    study = optuna.load_study(study_name=BUNDLE.name, storage=open_storage(storage))
+    assert [t.state.name for t in study.trials] == ["FAIL"]  # recorded as failed, nothing overwritten
+
+
 # ----------------------------------------------------------------------------------------------------- storage
 def test_storage_urls(tmp_path):
     with pytest.raises(SettingError, match="give a database URL"):
@@ -246,6 +273,7 @@ def test_two_worker_processes_share_one_journal_study(tmp_path):
 
 
 # --------------------------------------------------------------------------- real trials through the bundle
+@pytest.mark.slow  # two processes importing torch + MONAI: 20-40 s on 2 busy cores
 def test_two_tune_workers_in_separate_processes_share_one_study(tmp_path, phantoms):
     """Two `medclass tune` processes, 2 real trials each (the bundle's train workflow, tiny), one SQLite study."""
     space = _space_file(tmp_path, SPACE)

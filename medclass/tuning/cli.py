@@ -34,6 +34,10 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger(__name__)
 
+#: fixed settings that may differ between the workers of one study: where this machine keeps the data and caches
+#: and how it loads them (another machine mounts the same data elsewhere); every other fixed setting must agree
+MACHINE_LOCAL = ("dataset_dir", "datalist", "split_file", "cache", "cache_dir", "memory_budget", "num_workers",
+                 "num_threads", "loader", "progress_bar", "device")
 _FLAGS = ("--write-best", "--verbose", "--debug", "-h", "--help")
 _VALUED = ("--trials", "--storage", "--study", "--workdir", "--space", "--pruner", "--prune-startup",
            "--prune-warmup", "--sampler-seed", "--timeout")
@@ -123,16 +127,20 @@ def tune(args, fixed: dict[str, Any]) -> int:
     both = sorted({n.split(".", 1)[0] for n in space.names() if "." not in n} & set(fixed))
     if both:
         raise SettingError(f"--{both[0]} is given as a fixed setting and searched in {space.source}; give it once")
+    base = {**values, **fixed}
+    if any(n.startswith("augment.") for n in space.names()) and not isinstance(base.get("augment"), dict):
+        raise SettingError(f"{space.source}: searches augment options but augment is {base.get('augment')!r}; give "
+                           "augment as a mapping (e.g. --augment \"{}\") to tune its options")
     name = args.study or bundle.name
     workdir = (args.workdir or bundle / "tune" / name).resolve()
     storage_url = args.storage or f"journal:{workdir / 'study.journal'}"
-    base = {**values, **fixed}
     objective = TrialObjective(bundle, space, fixed, base, workdir, verbose=args.verbose)
     if args.trials > 0:
         sizes = preflight(bundle, objective.settings({}, workdir / "preflight"))
         print(f"data: {sizes} (trials select on validation; the test split is not read)", flush=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    record = _jsonable({"bundle": bundle.name, "space": space.as_dict(), "fixed": fixed, "metric": METRIC})
+    shared = {k: v for k, v in fixed.items() if k not in MACHINE_LOCAL}
+    record = _jsonable({"bundle": bundle.name, "space": space.as_dict(), "fixed": shared, "metric": METRIC})
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
     study = open_study(open_storage(storage_url), name, record, sampler=sampler, pruner=_pruner(args),
                        check=args.trials > 0)
