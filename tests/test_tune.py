@@ -67,6 +67,7 @@ def phantoms(tmp_path_factory) -> Path:
     ({"augment.rotation": {"type": "float", "low": 0, "high": 5}}, r"only augment.<option>"),
     ({"augment.zoom": {"type": "float", "low": 0, "high": 5}}, r"augment.zoom: high 5 is not a number in \[0.0, 1.0\]"),
     ({"num_threads": {"type": "int", "low": 1, "high": 4}}, r"num_threads: not a setting medclass tune searches"),
+    ({"seed": {"type": "int", "low": 0, "high": 9}}, r"seed: not a setting medclass tune searches"),
 ], ids=lambda v: "" if isinstance(v, str) else next(iter(v)))
 def test_search_space_errors_name_the_file_and_setting(tmp_path, space, error):
     path = _space_file(tmp_path, space)
@@ -259,16 +260,18 @@ study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=int(sys.argv[2
 """
 
 
-def test_two_worker_processes_share_one_journal_study(tmp_path):
-    """Optuna's journal file (one machine, or a shared folder): 2 x 6 trials in separate processes, none lost."""
-    url = f"journal:{tmp_path / 'study.journal'}"
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_worker_processes_started_together_share_one_study(tmp_path, kind):
+    """Three processes started at once on a new storage (racing to create it), 5 trials each: 15 trials, none lost.
+    Journal file: Optuna's choice for one machine or a shared folder; SQLite: a few local workers."""
+    url = f"journal:{tmp_path / 'study.journal'}" if kind == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, "6"], env=env, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, "5"], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     trials = optuna.load_study(study_name="stub", storage=open_storage(url)).trials
-    assert sorted(t.number for t in trials) == list(range(12))
+    assert sorted(t.number for t in trials) == list(range(15))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 

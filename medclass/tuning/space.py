@@ -40,7 +40,7 @@ AUGMENT_OPTIONS = {"rotate_deg": (0.0, 180.0), "zoom": (0.0, 1.0), "translate": 
                    "prob": (0.0, 1.0), "intensity_scale": (0.0, 1.0), "intensity_shift": (0.0, 1.0)}
 #: Settings that decide which images the validation and test splits hold: never searched.
 SPLIT_SETTINGS = ("datalist", "dataset_dir", "split_fractions", "split_seed", "resplit", "split_file", "phantoms",
-                  "label_names", "task", "missing_files", "skip_unreadable", "items", "seed")
+                  "label_names", "task", "missing_files", "skip_unreadable", "items")
 _TYPES = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"), "categorical": ("choices",)}
 
 

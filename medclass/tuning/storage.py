@@ -66,12 +66,12 @@ def open_storage(url: str | Path):
 
 def _rdb(url: str, engine_kwargs: dict, attempts: int = 5):
     """RDBStorage, retried: workers started together may race to create the same tables on a new database."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except OperationalError:
+        except (OperationalError, IntegrityError):  # "table ... already exists", the version row inserted twice
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
