@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -276,20 +277,25 @@ def test_worker_processes_started_together_share_one_study(tmp_path, kind):
 
 
 # --------------------------------------------------------------------------- real trials through the bundle
-@pytest.mark.slow  # two processes importing torch + MONAI: 20-40 s on 2 busy cores
-def test_two_tune_workers_in_separate_processes_share_one_study(tmp_path, phantoms):
-    """Two `medclass tune` processes, 2 real trials each (the bundle's train workflow, tiny), one SQLite study."""
+@pytest.mark.slow  # a second process importing torch + MONAI, 4 tiny trainings: 15-35 s on 2 busy cores
+def test_two_tune_workers_in_separate_processes_share_one_study(tmp_path, phantoms, capsys):
+    """Two `medclass tune` workers, 2 real trials each (the bundle's train workflow, tiny), one SQLite study: one in
+    a child process, the other in this process, started while the child trains its first trial."""
     space = _space_file(tmp_path, SPACE)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    cmd = [sys.executable, "-m", "medclass.cli", "tune", str(BUNDLE), "--space", str(space), "--storage", storage,
-           "--study", "shared", "--workdir", str(tmp_path / "work"), "--trials", "2", "--prune-startup", "1",
-           "--dataset_dir", str(phantoms), *TINY]
+    args = [BUNDLE, "--space", space, "--storage", storage, "--study", "shared", "--workdir", tmp_path / "work",
+            "--trials", 2, "--prune-startup", 1, "--dataset_dir", phantoms, *TINY]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd + ["--sampler-seed", str(seed)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    child = subprocess.Popen([sys.executable, "-m", "medclass.cli", "tune", *map(str, args), "--sampler-seed", "1"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while not (tmp_path / "work" / "trial_0000").exists() and child.poll() is None:
+            time.sleep(0.2)
+        assert _tune(*args, "--sampler-seed", 2) == 0
+        outs = [child.communicate(timeout=300)[0], capsys.readouterr().out]
+    finally:
+        child.kill()
+    assert child.returncode == 0, outs[0][-3000:]
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = study.trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # 2 + 2: none lost, none run twice
@@ -350,6 +356,7 @@ def test_set_values_keeps_comments_and_does_not_stack_notes():
     assert once.splitlines() == [f"{MARK} study 's' trial 1, was 1", "a: 2.5  # the a", "list: [1, 2]",
                                  f"{MARK} study 's' trial 1, was {{}}", "b: {zoom: 0.1}"]
     twice = set_values(once, {"a": 3}, "study 's' trial 2")
-    assert twice.count(MARK) == 2 and f"{MARK} study 's' trial 2, was 2.5\na: 3    # the a" in twice  # the comment keeps its column
+    # the note replaced, not stacked; the comment keeps its column
+    assert twice.count(MARK) == 2 and f"{MARK} study 's' trial 2, was 2.5\na: 3    # the a" in twice
     with pytest.raises(SettingError, match="spans several lines"):
         set_values("a:\n  - 1\n  - 2\n", {"a": [3]}, "x")

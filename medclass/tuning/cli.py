@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """medclass tune's own options, and the ``--KEY VALUE`` settings (``--max_epochs 2``) for :func:`parse_overrides`."""
+    """medclass tune's own options, and the ``--KEY VALUE`` settings (``--max_epochs 2``) for
+    :func:`parse_overrides`."""
     mine, rest = [], []
     i = 0
     while i < len(argv):

@@ -9,9 +9,9 @@ A bundle keeps it in ``configs/tune.yaml``, one entry per setting of its ``confi
 
 The file is data, never code: an entry may not hold MONAI config expressions or references (``$``, ``@``, ``%``,
 ``#``) or ``_target_``-style keys. Only the settings of :data:`TUNABLE` (and the numeric options of ``augment``)
-may be searched, each range is checked against what the setting accepts (:func:`medclass.settings.check_settings`), and the
-settings that decide which images are in which split (:data:`SPLIT_SETTINGS`) are refused: a study that varied them
-would select its recipe on images another trial tests on.
+may be searched, each range is checked against what the setting accepts (:func:`medclass.settings.check_settings`),
+and the settings that decide which images are in which split (:data:`SPLIT_SETTINGS`) are refused: a study that
+varied them would select its recipe on images another trial tests on.
 """
 
 from __future__ import annotations

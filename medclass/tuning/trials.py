@@ -111,7 +111,8 @@ def check_validation_not_test(validation: Sequence[Mapping[str, Any]], test: Seq
     """
     if not validation:
         raise SettingError(f"{where}: the validation split is empty; tuning selects on validation and never on the "
-                           "test split: give the datalist a validation split, or split_fractions with a validation share")
+                           "test split: give the datalist a validation split, or split_fractions with a validation "
+                           "share")
     val, tst = _keys(validation), _keys(test)
     for what in ("image ids", "image files", "patients"):
         shared = sorted(val[what] & tst[what])
