@@ -1,4 +1,4 @@
-"""``medclass`` command line: run bundle workflows, bundle checks and export, data preparation reports and split
+"""``medclass`` command line: run and tune bundle workflows, bundle checks and export, data preparation reports and split
 files, phantom data, evaluation reports and model comparison."""
 
 from __future__ import annotations
@@ -160,12 +160,24 @@ def main(argv: list[str] | None = None) -> int:
         from medclass.run_cli import main as run_main
 
         return run_main(argv[1:])
+    if argv and argv[0] == "tune":  # likewise: its other --key value pairs are the trials' fixed settings
+        try:
+            from medclass.tuning.cli import main as tune_main
+        except ImportError as exc:
+            print(f"medclass: error: medclass tune needs optuna ({exc}): pip install -c requirements/constraints.txt "
+                  "-e \".[tune]\"", file=sys.stderr)
+            return 2
+        return tune_main(argv[1:])
     parser = argparse.ArgumentParser(prog="medclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="run a bundle workflow (train, evaluate, inference, saliency, multi_gpu_train) from the "
                                "bundle folder, --key value overrides as monai.bundle run; a mistake ends in one "
                                "short error (traceback in logs/medclass-error.log, or on screen with --debug)")
+
+    sub.add_parser("tune", help="search a bundle's training recipe with Optuna over its configs/tune.yaml (trials pruned "
+                                "on the validation AUC; workers sharing --storage join one study; --write-best); "
+                                "medclass tune --help for its options")
 
     p = sub.add_parser("verify-bundle", help="property, metadata, large_files.yml, network I/O and export checks of a "
                                              "bundle (inference.yaml alone, as the Model Zoo checks it)")
