@@ -11,8 +11,8 @@ augmentation, label smoothing, pos_weight and patience chosen from the data (cou
 task, label prevalence), written to WORKDIR/models/plan.json and reported under "recipe"; ResNet-18 with the stem
 chosen from the image size, AdamW, warm-up + cosine, bf16 autocast on CPU, model selected on the validation mean
 AUC. --recipe fixed trains the earlier fixed recipe instead (RECIPE below: width 32, 30 epochs, ...), for
-comparison; --epochs and --set override either. The evaluate workflow then chooses each label's threshold on the validation split (Youden's J) and evaluates
-the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI; the mean over
+comparison; --epochs and --set override either. The evaluate workflow then chooses each label's threshold on the
+validation split (Youden's J) and evaluates the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI; the mean over
 the labels with at least min_positives test positives and negatives, test_auc_labels of them, the others named in
 test_auc_excluded; test_auc_all_defined is the mean over every label with an AUC), test_micro_auc, test_acc
 (at 0.5, MedMNIST's ACC), test sensitivity/specificity at the validation-chosen Youden thresholds (mean and per
@@ -62,14 +62,17 @@ RECIPE = {  # --recipe fixed, both dimensionalities (the default, --recipe plan,
     "warmup_epochs": 2,
     "label_smoothing": 0.1,
     "early_stop_patience": 10,
+    "precision": "auto",
+    "progress_bar": False,
+    "num_workers": 0,
 }
-SPEED = {"precision": "auto", "progress_bar": False, "num_workers": 0}  # either recipe: how, not what, it computes
 # pos_weight off: unweighted BCE keeps probabilities calibrated to prevalence, so accuracy at 0.5 (MedMNIST's
 # ACC) is meaningful on the imbalanced 3D sets (AdrenalMNIST3D: 22% positive)
-RECIPE_3D = {"batch_size": 32, "pos_weight": False, "augment": {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
-SPEED_3D = {"channels_last": True}
-# MedMNIST volumes are 0-255 intensities, not Hounsfield units: the generic preset, not the 3D bundle's ct
-DATA_3D = {"preset": "generic", "preset_options": {}}
+RECIPE_3D = {"batch_size": 32, "preset": "generic", "preset_options": {}, "channels_last": True, "pos_weight": False,
+             "augment": {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
+# what --recipe plan keeps of them: how (not what) a run computes, and the preset of MedMNIST volumes (0-255
+# intensities, not the 3D bundle's Hounsfield units)
+NOT_RECIPE = ("precision", "progress_bar", "num_workers", "channels_last", "preset", "preset_options")
 
 
 def _npz_setup(path: Path) -> dict:
@@ -214,9 +217,8 @@ def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None) -> di
         shutil.rmtree(work / "models", ignore_errors=True)
     dims = setup.pop("spatial_dims", 2)
     bundle = BUNDLES[dims]
-    recipe = {**SPEED, **(SPEED_3D if dims == 3 else {}), **(DATA_3D if dims == 3 else {})}
-    if args.recipe == "fixed":
-        recipe.update({**RECIPE, **(RECIPE_3D if dims == 3 else {}), "max_epochs": 30})
+    fixed = {**RECIPE, **(RECIPE_3D if dims == 3 else {}), "max_epochs": 30}
+    recipe = fixed if args.recipe == "fixed" else {k: v for k, v in fixed.items() if k in NOT_RECIPE}
     overrides = {**recipe, **setup, "seed": seed, "split_seed": seed,
                  "bundle_root": str(bundle), "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
                  "log_dir": str(work / "runs"), "resume": False, "operating_point": "youden",

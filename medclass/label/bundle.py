@@ -37,7 +37,7 @@ from medclass.errors import user_error
 from medclass.files import atomic_write
 from medclass.label.safety import config_code
 from medclass.metrics import decisions
-from medclass.plan import is_auto
+from medclass.plan import PLAN_FILE, is_auto
 from medclass.saliency import saliency_maps
 from medclass.transforms import input_geometry
 from medclass.vocab import flag, resolve_thresholds
@@ -453,6 +453,8 @@ class BundleModel:
             if self.model_path.is_file():
                 shutil.copy2(self.model_path, models / "model.previous.pt")
             os.replace(new, self.model_path)
+            if (work / PLAN_FILE).is_file():  # the recipe it was trained with, beside it
+                os.replace(work / PLAN_FILE, models / PLAN_FILE)
             auc = val.state.best_metric if val.state.best_metric != -1 else None
             summary = {
                 "model": self.name,
