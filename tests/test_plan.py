@@ -197,3 +197,10 @@ def test_quality_refuses_zero_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _quality().main(["--npz", str(tmp_path / "x.npz"), "--seeds", "0"])
     assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+def test_monai_label_app_leaves_auto_epochs_to_the_plan():
+    """The MONAI Label app reads the bundle's max_epochs: `auto` stays `auto` (the plan chooses at training)."""
+    from medclass.label.bundle import BundleModel
+
+    assert BundleModel(BUNDLES / "cxr_classification").max_epochs == "auto"
