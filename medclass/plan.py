@@ -132,8 +132,9 @@ def choose_plan(fp: Mapping[str, Any], given: Mapping[str, Any] | None = None) -
       architecture's own, or the pretrained weights') for a ViT or a pretrained start.
     * ``augment``: the preset's augmentation in 2D (``{}``: rotation, shift, zoom, contrast, flip); in 3D the milder
       set of the fixed recipe (rotate 10 degrees, zoom 0.1, translate 0.05).
-    * ``label_smoothing``: 0.1, but 0 when a label's training prevalence is below :data:`RARE`: smoothing moves
-      the negatives' target to 0.05, as high as such a label's prevalence.
+    * ``label_smoothing``: 0.1, but 0 for multilabel / binary labels when one's training prevalence is below
+      :data:`RARE`: smoothing moves the negatives' BCE target to 0.05, as high as such a label's prevalence.
+      Multi-class keeps 0.1 (cross-entropy spreads it over the K classes: 0.1 / K to each wrong one).
     * ``pos_weight``: on when a label (multilabel / binary) is rarer than :data:`RARE` (weights its positives for
       AUC), else off: unweighted BCE keeps probabilities calibrated, so accuracy at 0.5 means something.
     * ``early_stop_patience``: a third of the epochs, at least 3.
@@ -180,16 +181,16 @@ def choose_plan(fp: Mapping[str, Any], given: Mapping[str, Any] | None = None) -
          (16 if n is not None and n < SMALL_DATA else 32))
     pick("augment", lambda: dict(AUGMENT[dims]))
     prev = [p for p in (fp.get("prevalence") or {}).values() if p is not None]
-    rare = bool(prev) and min(prev) < RARE
+    rare = bool(prev) and min(prev) < RARE and fp.get("task") != "multiclass"
     pick("label_smoothing", lambda: 0.0 if rare else 0.1)
-    pick("pos_weight", lambda: rare and fp.get("task") != "multiclass")
+    pick("pos_weight", lambda: rare)
     pick("early_stop_patience", lambda: max(3, math.ceil(ep / 3)))
     return out
 
 
 class Plan(dict):
     """The settings of :data:`PLANNED` a run uses (a dict: ``@plan['batch_size']`` in the configs), with
-    ``fingerprint`` (the data it was chosen from), ``chosen`` (what the rules chose for every planned setting)
+    ``fingerprint`` (the data it was chosen from, with the arch and whether it starts pretrained), ``chosen`` (what the rules chose for every planned setting)
     and ``explicit`` (the settings given a value rather than ``auto``, which win)."""
 
     def __init__(self, values: Mapping[str, Any], fingerprint: Mapping[str, Any], chosen: Mapping[str, Any],
@@ -229,17 +230,18 @@ def resolve_plan(settings: Mapping[str, Any], data: Any = None) -> Plan:
         ValueError: ``spatial_dims`` / ``image_size`` that do not describe an image, naming the setting.
     """
     try:
-        fp = data_fingerprint(data, settings["spatial_dims"], settings["image_size"], settings.get("in_channels") or 1,
-                              settings.get("stem") or AUTO)
+        normalize_image_size(settings["image_size"], int(settings["spatial_dims"]))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"setting image_size / spatial_dims: cannot plan the recipe for "
                          f"{settings.get('image_size')!r} in {settings.get('spatial_dims')!r}D ({err})") from None
+    fp = data_fingerprint(data, settings["spatial_dims"], settings["image_size"], settings.get("in_channels") or 1,
+                          settings.get("stem") or AUTO)
     pretrained = settings.get("pretrained")
     fp_rules = {**fp, "arch": settings.get("arch"),
                 "pretrained": bool(pretrained) and str(pretrained).strip().lower() not in ("none", "null")}
     given = {k: settings[k] for k in PLANNED if k in settings}
     explicit = [k for k in PLANNED if k in given and not is_auto(given[k])]
-    return Plan(choose_plan(fp_rules, given), fp, choose_plan(fp_rules), explicit)
+    return Plan(choose_plan(fp_rules, given), fp_rules, choose_plan(fp_rules), explicit)
 
 
 def read_plan(folder: str | os.PathLike) -> dict[str, Any] | None:

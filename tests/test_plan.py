@@ -83,9 +83,9 @@ def test_rare_labels_weight_positives_and_drop_smoothing():
     assert plan["pos_weight"] is True and plan["label_smoothing"] == 0.0
     common = choose_plan(fake(5000, 2, 64, (0.3, 0.2)))
     assert common["pos_weight"] is False and common["label_smoothing"] == 0.1
-    # multi-class: softmax has no pos_weight, but a rare class still drops smoothing
+    # multi-class: softmax has no pos_weight, and cross-entropy spreads smoothing over the classes
     multiclass = choose_plan(fake(5000, 2, 64, (0.95, 0.05), task="multiclass"))
-    assert multiclass["pos_weight"] is False and multiclass["label_smoothing"] == 0.0
+    assert multiclass["pos_weight"] is False and multiclass["label_smoothing"] == 0.1
 
 
 def test_vit_and_pretrained_starts_keep_their_own_width():
@@ -110,6 +110,7 @@ def test_resolve_plan_records_what_was_explicit():
     assert plan.explicit == ["batch_size"] and plan["batch_size"] == 16 and plan["width"] == 32
     assert plan.chosen["batch_size"] == 64  # what the rules alone chose (no data: counts taken as large)
     assert plan.fingerprint["stem"] == "small" and "n_training" not in plan.fingerprint
+    assert plan.fingerprint["arch"] == "resnet18" and plan.fingerprint["pretrained"] is False
     with pytest.raises(ValueError, match="setting image_size / spatial_dims"):
         resolve_plan({**settings, "image_size": "big"})
 
