@@ -284,7 +284,7 @@ def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None) -> di
 TRAINING_ONLY = ("max_epochs", "resume", "early_stop_patience", "learning_rate", "weight_decay", "warmup_epochs",
                  "label_smoothing", "progress_bar", "pos_weight", "augment")
 # per-run figures summarised over seeds (numbers only; lists, names and paths are not)
-SUMMARY_SKIP = ("seed", "n_test", "test_auc_labels", "nonfinite_steps", "precision_fallbacks")
+SUMMARY_SKIP = ("seed", "n_test", "test_auc_labels", "nonfinite_steps", "precision_fallbacks", "width")
 
 
 def seeds_summary(results: list[dict]) -> dict:
