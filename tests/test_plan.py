@@ -22,6 +22,7 @@ from medclass.plan import (
     resolve_plan,
 )
 from medclass.settings import check_settings
+from tests.conftest import error_chain
 
 BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
 
@@ -144,14 +145,19 @@ def test_training_writes_the_plan_beside_the_model(tmp_path):
     from medclass.networks import read_model_record
 
     bundle = BUNDLES / "cxr_classification"
-    wf = ConfigWorkflow(config_file=bt.config_files(bundle, "train.yaml"), workflow_type="train",
-                        meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
-                        dataset_dir=str(tmp_path / "data"), ckpt_dir=str(tmp_path / "models"),
-                        output_dir=str(tmp_path / "eval"), log_dir=str(tmp_path / "runs"), progress_bar=False,
-                        image_size=[64, 64], phantoms={"n": 48, "size": 64, "seed": 1}, max_epochs=1, batch_size=8)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+
+    def train(**overrides):
+        wf = ConfigWorkflow(config_file=bt.config_files(bundle, "train.yaml"), workflow_type="train",
+                            meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
+                            dataset_dir=str(tmp_path / "data"), ckpt_dir=str(tmp_path / "models"),
+                            output_dir=str(tmp_path / "eval"), log_dir=str(tmp_path / "runs"), progress_bar=False,
+                            image_size=[64, 64], phantoms={"n": 48, "size": 64, "seed": 1}, max_epochs=1,
+                            batch_size=8, **overrides)
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+
+    train()
     plan = json.loads((tmp_path / "models" / "plan.json").read_text())
     assert plan["explicit"] == ["batch_size", "max_epochs"]
     assert plan["settings"]["batch_size"] == 8 and plan["settings"]["max_epochs"] == 1
@@ -163,6 +169,10 @@ def test_training_writes_the_plan_beside_the_model(tmp_path):
     trained = record["fingerprint"]["settings"]
     assert trained["width"] == 16 and trained["learning_rate"] == plan["settings"]["learning_rate"]
     assert trained["early_stop_patience"] == plan["settings"]["early_stop_patience"]
+    # resume compares the recipe as planned: another learning rate is another run, named with the planned value
+    with pytest.raises(Exception) as err:
+        train(learning_rate=0.01)
+    assert f"learning_rate: {plan['settings']['learning_rate']} in the saved run, 0.01 now" in error_chain(err.value)
 
 
 def _quality():
