@@ -12,12 +12,12 @@ task, label prevalence), written to WORKDIR/models/plan.json and reported under 
 chosen from the image size, AdamW, warm-up + cosine, bf16 autocast on CPU, model selected on the validation mean
 AUC. --recipe fixed trains the earlier fixed recipe instead (RECIPE below: width 32, 30 epochs, ...), for
 comparison; --epochs and --set override either. The evaluate workflow then chooses each label's threshold on the
-validation split (Youden's J) and evaluates the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI; the mean over
-the labels with at least min_positives test positives and negatives, test_auc_labels of them, the others named in
-test_auc_excluded; test_auc_all_defined is the mean over every label with an AUC), test_micro_auc, test_acc
-(at 0.5, MedMNIST's ACC), test sensitivity/specificity at the validation-chosen Youden thresholds (mean and per
-label), test ECE, epochs and train_seconds (plus per-label AUCs). Data comes from MEDCLASS_DATA (default
-../shared/data).
+validation split (Youden's J) and evaluates the test split. The last line printed is one JSON object with dataset,
+test_auc (+ 95% bootstrap CI; the mean over the labels with at least min_positives test positives and negatives,
+test_auc_labels of them, the others named in test_auc_excluded; test_auc_all_defined is the mean over every label
+with an AUC), test_micro_auc, test_acc (at 0.5, MedMNIST's ACC), test sensitivity/specificity at the
+validation-chosen Youden thresholds (mean and per label), test ECE, epochs and train_seconds (plus per-label AUCs).
+Data comes from MEDCLASS_DATA (default ../shared/data).
 
     python benchmarks/quality.py pneumoniamnist --seeds 3  # seeds 0, 1, 2 (from --seed): one JSON line each, then
                                                          # the last line: every figure's mean, std, min and max

@@ -190,8 +190,9 @@ def choose_plan(fp: Mapping[str, Any], given: Mapping[str, Any] | None = None) -
 
 class Plan(dict):
     """The settings of :data:`PLANNED` a run uses (a dict: ``@plan['batch_size']`` in the configs), with
-    ``fingerprint`` (the data it was chosen from, with the arch and whether it starts pretrained), ``chosen`` (what the rules chose for every planned setting)
-    and ``explicit`` (the settings given a value rather than ``auto``, which win)."""
+    ``fingerprint`` (the data it was chosen from, with the arch and whether it starts pretrained), ``chosen``
+    (what the rules alone chose for every planned setting) and ``explicit`` (the settings given a value rather
+    than ``auto``, which win)."""
 
     def __init__(self, values: Mapping[str, Any], fingerprint: Mapping[str, Any], chosen: Mapping[str, Any],
                  explicit: Sequence[str]) -> None:
