@@ -6,15 +6,22 @@
     python benchmarks/quality.py --npz PATH              # any MedMNIST v2 npz: 2D or 3D (28^3, 64^3), binary,
                                                          # multi-class or multi-label; the bundle follows the array
 
-One recipe per dimensionality for every set: ResNet-18 at width 32 with the stem chosen from the image size, AdamW,
-warm-up + cosine, label smoothing 0.1, augmentation, bf16 autocast on CPU, model selected on the validation mean
-AUC. The evaluate workflow then chooses each label's threshold on the validation split (Youden's J) and evaluates
-the test split. The last line printed is one JSON object with dataset, test_auc (+ 95% bootstrap CI; the mean over
-the labels with at least min_positives test positives and negatives, test_auc_labels of them, the others named in
-test_auc_excluded; test_auc_all_defined is the mean over every label with an AUC), test_micro_auc, test_acc
-(at 0.5, MedMNIST's ACC), test sensitivity/specificity at the validation-chosen Youden thresholds (mean and per
-label), test ECE, epochs and train_seconds (plus per-label AUCs). Data comes from MEDCLASS_DATA (default
-../shared/data).
+The recipe is the bundles' self-configured one (medclass.plan): epochs, batch size, learning rate, warm-up, width,
+augmentation, label smoothing, pos_weight and patience chosen from the data (count, image size, dimensionality,
+task, label prevalence), written to WORKDIR/models/plan.json and reported under "recipe"; ResNet-18 with the stem
+chosen from the image size, AdamW, warm-up + cosine, bf16 autocast on CPU, model selected on the validation mean
+AUC. --recipe fixed trains the earlier fixed recipe instead (RECIPE below: width 32, 30 epochs, ...), for
+comparison; --epochs and --set override either. The evaluate workflow then chooses each label's threshold on the
+validation split (Youden's J) and evaluates the test split. The last line printed is one JSON object with dataset,
+test_auc (+ 95% bootstrap CI; the mean over the labels with at least min_positives test positives and negatives,
+test_auc_labels of them, the others named in test_auc_excluded; test_auc_all_defined is the mean over every label
+with an AUC), test_micro_auc, test_acc (at 0.5, MedMNIST's ACC), test sensitivity/specificity at the
+validation-chosen Youden thresholds (mean and per label), test ECE, epochs and train_seconds (plus per-label AUCs).
+Data comes from MEDCLASS_DATA (default ../shared/data).
+
+    python benchmarks/quality.py pneumoniamnist --seeds 3  # seeds 0, 1, 2 (from --seed): one JSON line each, then
+                                                         # the last line: every figure's mean, std, min and max
+                                                         # over the seeds ("seeds_summary") and each run's time
 
     python benchmarks/quality.py pneumoniamnist --seed 1 --evaluate-only --workdir DIR
                                                          # re-evaluate a trained workdir (DIR/models/model.pt)
@@ -42,8 +49,10 @@ sys.path.insert(0, str(ROOT))
 
 from medclass import data_root  # noqa: E402
 from medclass.bundle_tools import config_files  # noqa: E402
+from medclass.networks import read_model_record  # noqa: E402
+from medclass.plan import read_plan  # noqa: E402
 
-RECIPE = {  # both dimensionalities
+RECIPE = {  # --recipe fixed, both dimensionalities (the default, --recipe plan, leaves these to medclass.plan)
     "arch": "resnet18",
     "width": 32,
     "stem": "auto",
@@ -61,6 +70,9 @@ RECIPE = {  # both dimensionalities
 # ACC) is meaningful on the imbalanced 3D sets (AdrenalMNIST3D: 22% positive)
 RECIPE_3D = {"batch_size": 32, "preset": "generic", "preset_options": {}, "channels_last": True, "pos_weight": False,
              "augment": {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
+# what --recipe plan keeps of them: how (not what) a run computes, and the preset of MedMNIST volumes (0-255
+# intensities, not the 3D bundle's Hounsfield units)
+NOT_RECIPE = ("precision", "progress_bar", "num_workers", "channels_last", "preset", "preset_options")
 
 
 def _npz_setup(path: Path) -> dict:
@@ -144,10 +156,15 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", nargs="?", choices=["pneumoniamnist", "nih1000", "adrenalmnist3d"],
                     help="a known real dataset")
-    ap.add_argument("--npz", type=Path, help="any MedMNIST v2 2D npz file")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--npz", type=Path, help="any MedMNIST v2 npz file, 2D or 3D")
+    ap.add_argument("--recipe", choices=["plan", "fixed"], default="plan",
+                    help="plan: chosen from the data (medclass.plan, the bundles' default); fixed: RECIPE (30 epochs)")
+    ap.add_argument("--epochs", type=int, default=None, help="max_epochs (default: the recipe's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, help="where models and outputs go (default: a temporary folder)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train N models, seeds --seed .. --seed+N-1, and end with their mean and spread")
+    ap.add_argument("--workdir", type=Path, help="where models and outputs go (default: a temporary folder; with "
+                                                 "--seeds N > 1, WORKDIR/seed<S> per seed)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="skip training: evaluate WORKDIR/models/model.pt (rewrites its thresholds and WORKDIR/eval)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
@@ -160,8 +177,11 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if not args.dataset and not args.npz:
         ap.error("name a dataset or give --npz PATH")
-    if args.evaluate_only and not (args.workdir and (args.workdir / "models" / "model.pt").exists()):
-        ap.error("--evaluate-only needs --workdir DIR with a trained DIR/models/model.pt")
+    if args.seeds < 1:
+        ap.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.evaluate_only and not (args.workdir and all((w / "models" / "model.pt").exists() for w in _workdirs(args))):
+        ap.error("--evaluate-only needs --workdir DIR with a trained DIR/models/model.pt (DIR/seed<S>/models/... "
+                 "with --seeds)")
 
     if args.npz:
         if not args.npz.exists():
@@ -172,16 +192,39 @@ def main(argv=None) -> dict:
         name = args.dataset
         setup = _nih_setup(root) if name == "nih1000" else _npz_setup(root / "medmnist" / f"{name}.npz")
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix=f"medclass-quality-{name}-"))
+    results = []
+    for seed, workdir in zip(range(args.seed, args.seed + args.seeds), _workdirs(args)):
+        result = run_one(args, name, dict(setup), seed, workdir)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    if args.seeds == 1:
+        return results[0]
+    summary = seeds_summary(results)
+    print(json.dumps(summary))
+    return summary
+
+
+def _workdirs(args) -> list[Path | None]:
+    if args.seeds == 1:
+        return [args.workdir]
+    return [args.workdir / f"seed{s}" if args.workdir else None for s in range(args.seed, args.seed + args.seeds)]
+
+
+def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None) -> dict:
+    """Train (unless --evaluate-only) and evaluate one model with ``seed``; its figures."""
+    work = workdir or Path(tempfile.mkdtemp(prefix=f"medclass-quality-{name}-"))
     if work.exists() and not args.evaluate_only:
         shutil.rmtree(work / "models", ignore_errors=True)
     dims = setup.pop("spatial_dims", 2)
     bundle = BUNDLES[dims]
-    recipe = {**RECIPE, **(RECIPE_3D if dims == 3 else {})}
-    overrides = {**recipe, **setup, "max_epochs": args.epochs, "seed": args.seed, "split_seed": args.seed,
+    fixed = {**RECIPE, **(RECIPE_3D if dims == 3 else {}), "max_epochs": 30}
+    recipe = fixed if args.recipe == "fixed" else {k: v for k, v in fixed.items() if k in NOT_RECIPE}
+    overrides = {**recipe, **setup, "seed": seed, "split_seed": seed,
                  "bundle_root": str(bundle), "ckpt_dir": str(work / "models"), "output_dir": str(work / "eval"),
                  "log_dir": str(work / "runs"), "resume": False, "operating_point": "youden",
                  "bootstrap_samples": args.bootstrap}
+    if args.epochs is not None:
+        overrides["max_epochs"] = args.epochs
     for key, value in args.set:
         try:
             overrides[key] = json.loads(value)
@@ -198,22 +241,29 @@ def main(argv=None) -> dict:
         epochs = trainer.state.epoch
         best_val = float(evaluator.state.best_metric)
 
-    eval_overrides = {k: v for k, v in overrides.items() if k not in ("max_epochs", "resume", "early_stop_patience",
-                                                                     "learning_rate", "weight_decay", "warmup_epochs",
-                                                                     "label_smoothing", "progress_bar")}
+    eval_overrides = {k: v for k, v in overrides.items() if k not in TRAINING_ONLY}
+    t0 = time.time()
     run_workflow(bundle, "evaluate", eval_overrides)
+    eval_seconds = time.time() - t0
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    plan = read_plan(work / "models") or {}
+    model = read_model_record(work / "models" / "model.pt")
     result = {
         "dataset": name,
         **evaluation_figures(work / "eval", metrics),
         "epochs": epochs,
         "train_seconds": round(train_seconds, 1) if train_seconds is not None else None,
+        "eval_seconds": round(eval_seconds, 1),
         "best_val_auc": round(best_val, 4) if best_val is not None else None,
         "nonfinite_steps": trainer.nonfinite_steps if trainer is not None else None,
         "precision_fallbacks": trainer.precision_fallbacks if trainer is not None else None,
-        "seed": args.seed,
-        "arch": overrides["arch"],
-        "width": overrides["width"],
+        "seed": seed,
+        "recipe_source": args.recipe,
+        "recipe": plan.get("settings"),
+        "recipe_explicit": plan.get("explicit"),
+        "arch": model.get("arch"),
+        "width": model.get("width"),
+        "stem": model.get("stem"),
         "image_size": overrides["image_size"],
         "bundle": bundle.name,
         "n_test": metrics["n"],
@@ -227,8 +277,50 @@ def main(argv=None) -> dict:
             "external_dataset_dir": str(args.external_dir or args.external.parent), "output_dir": str(ext_dir),
             "internal_eval_dir": str(work / "eval")})
         result["external"] = external_figures(json.loads((ext_dir / "metrics.json").read_text()), str(args.external))
-    print(json.dumps(result))
     return result
+
+
+# settings that only training reads: left out of the evaluate workflow's overrides
+TRAINING_ONLY = ("max_epochs", "resume", "early_stop_patience", "learning_rate", "weight_decay", "warmup_epochs",
+                 "label_smoothing", "progress_bar", "pos_weight", "augment")
+# per-run figures summarised over seeds (numbers only; lists, names and paths are not)
+SUMMARY_SKIP = ("seed", "n_test", "test_auc_labels", "nonfinite_steps", "precision_fallbacks", "width")
+
+
+def seeds_summary(results: list[dict]) -> dict:
+    """Mean, standard deviation (sample, ddof 1), min and max over seeds of every numeric figure the runs share.
+
+    Returns:
+        ``{"dataset", "seeds": [...], "n_seeds", "seeds_summary": {figure: {"mean", "std", "min", "max", "n"}},
+        "per_seed": {figure: [one value per seed]}, "seconds": [{"seed", "train_seconds", "eval_seconds"}, ...],
+        "recipe"}``; a figure missing (``None``) in some runs is summarised over the others (``n``).
+    """
+    import statistics
+
+    if not results:
+        raise ValueError("no runs to summarise")
+    keys = [k for k, v in results[0].items() if k not in SUMMARY_SKIP and _number(v)]
+    keys += sorted({f"{k}.{n}" for r in results for k, v in r.items() if isinstance(v, dict) and k.startswith(
+        "per_label_") for n, x in v.items() if _number(x)})
+    summary, per_seed = {}, {}
+    for key in keys:
+        head, _, sub = key.partition(".")
+        values = [(r.get(head) or {}).get(sub) if sub else r.get(head) for r in results]
+        per_seed[key] = values
+        known = [float(v) for v in values if _number(v)]
+        if known:
+            summary[key] = {"mean": round(statistics.fmean(known), 4),
+                            "std": round(statistics.stdev(known), 4) if len(known) > 1 else None,
+                            "min": round(min(known), 4), "max": round(max(known), 4), "n": len(known)}
+    return {"dataset": results[0].get("dataset"), "seeds": [r.get("seed") for r in results], "n_seeds": len(results),
+            "seeds_summary": summary, "per_seed": per_seed,
+            "seconds": [{"seed": r.get("seed"), "train_seconds": r.get("train_seconds"),
+                         "eval_seconds": r.get("eval_seconds")} for r in results],
+            "recipe_source": results[0].get("recipe_source"), "recipe": [r.get("recipe") for r in results]}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
 def external_figures(metrics: dict, source: str) -> dict:

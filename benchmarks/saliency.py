@@ -47,7 +47,13 @@ from medclass.saliency import cell_centres, saliency_maps  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import RECIPE, RECIPE_3D, run_workflow  # noqa: E402
+
 from timing import median_seconds  # noqa: E402
+
+# the phantom models' recipe: the bundles' values before they became `auto` (medclass.plan), which the figures in
+# benchmarks/RESULTS.md were measured with
+PHANTOM_RECIPE = {"width": 32, "learning_rate": 0.001, "warmup_epochs": 1, "label_smoothing": 0.0, "pos_weight": True,
+                  "augment": {}, "early_stop_patience": 8}
 
 METHODS = ["gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad", "gradcam-uniform", "gradcam++-uniform"]
 
@@ -126,7 +132,8 @@ def phantom_cases(dims: int, work: Path, epochs: int, n_images: int, tiny: bool,
     bundle = BUNDLES[dims]
     over = {"bundle_root": str(bundle), "dataset_dir": str(work / f"phantoms{dims}d"),
             "ckpt_dir": str(work / f"models{dims}d"), "output_dir": str(work / f"eval{dims}d"),
-            "log_dir": str(work / f"runs{dims}d"), "progress_bar": False, "resume": False, **(settings or {})}
+            "log_dir": str(work / f"runs{dims}d"), "progress_bar": False, "resume": False,
+            **PHANTOM_RECIPE, "batch_size": 32 if dims == 2 else 8, **(settings or {})}
     if tiny:
         over.update({"image_size": [48] * dims, "width": 8, "phantoms": {"n": 40, "size": 48, "seed": 1,
                      **({"spatial_dims": 3} if dims == 3 else {})}})

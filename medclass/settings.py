@@ -20,6 +20,7 @@ from medclass.data.cache import CACHE_DTYPES, CACHES, parse_bytes
 from medclass.engines import PRECISIONS
 from medclass.errors import SettingError
 from medclass.networks.spec import ARCHS, CONVS, STEMS
+from medclass.plan import PLANNED, is_auto
 from medclass.runs import resume_mode
 from medclass.runtime import BACKENDS
 from medclass.transforms.augment import AUGMENT_ON
@@ -200,7 +201,8 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
 
 
 def check_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Check every known setting in ``settings``; unknown keys pass.
+    """Check every known setting in ``settings``; unknown keys pass, and so does ``auto`` for a setting the
+    recipe plan chooses (:data:`medclass.plan.PLANNED`).
 
     Returns:
         ``settings`` unchanged.
@@ -210,6 +212,8 @@ def check_settings(settings: Mapping[str, Any]) -> Mapping[str, Any]:
     """
     choices = _choices()
     for key, value in settings.items():
+        if key in PLANNED and is_auto(value):  # chosen from the data (medclass.plan); the choice is valid
+            continue
         if key in choices:
             _choice(tuple(choices[key]))(key, value)
         elif key in CHECKS:

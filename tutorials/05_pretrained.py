@@ -139,8 +139,8 @@ def main(argv=None) -> Path:
     epochs = 1 if args.tiny else 8
     if args.tiny:
         common["bootstrap_samples"] = 100
-    # width 64: the published networks' (the bundle's default 32 would contradict the files; a command-line
-    # null/None counts as not given, so name the value)
+    # width 64: the published networks' (the bundle's `width: auto` takes it from the file; naming it states it,
+    # and a command-line null/None counts as not given)
     densenet = {"arch": "densenet121", "width": 64, "stem": "standard"}
     resnet = {"arch": "resnet18", "width": 64, "stem": "standard"}
     runs = {

@@ -37,6 +37,7 @@ from medclass.errors import user_error
 from medclass.files import atomic_write
 from medclass.label.safety import config_code
 from medclass.metrics import decisions
+from medclass.plan import PLAN_FILE, is_auto
 from medclass.saliency import saliency_maps
 from medclass.transforms import input_geometry
 from medclass.vocab import flag, resolve_thresholds
@@ -206,7 +207,8 @@ class BundleModel:
         # the bundle's own default saliency method (3D: smoothgrad), "gradcam" for bundles without one
         self.saliency_method = str(parser.get_parsed_content("saliency_method")) if "saliency_method" in parser \
             else "gradcam"
-        self.max_epochs = int(self.train_config("max_epochs"))
+        epochs = self.train_config("max_epochs")  # auto: chosen from the training data (medclass.plan)
+        self.max_epochs: int | str = "auto" if is_auto(epochs) else int(epochs)
         try:
             import json
 
@@ -398,7 +400,7 @@ class BundleModel:
         Args:
             datalist: a label CSV / JSON datalist the bundle reads (e.g. from :func:`write_label_csv`); without a
                 split column it is split patient-disjointly by the bundle's ``split_fractions``.
-            max_epochs: epochs (default: the bundle's ``max_epochs``).
+            max_epochs: epochs (default: the bundle's ``max_epochs``; ``auto``: chosen from the data).
             from_scratch: start from random weights instead of the current ``model.pt``.
             overrides: further top-level bundle values for this run (e.g. ``{"batch_size": 8}``).
 
@@ -406,7 +408,7 @@ class BundleModel:
             A summary: model name, epochs run, images per split, best validation mean AUC, model path.
         """
         epochs = int(max_epochs) if max_epochs is not None else self.max_epochs
-        if epochs < 1:
+        if epochs != "auto" and epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs!r}")
         models = self.model_path.parent
         models.mkdir(parents=True, exist_ok=True)
@@ -451,6 +453,8 @@ class BundleModel:
             if self.model_path.is_file():
                 shutil.copy2(self.model_path, models / "model.previous.pt")
             os.replace(new, self.model_path)
+            if (work / PLAN_FILE).is_file():  # the recipe it was trained with, beside it
+                os.replace(work / PLAN_FILE, models / PLAN_FILE)
             auc = val.state.best_metric if val.state.best_metric != -1 else None
             summary = {
                 "model": self.name,

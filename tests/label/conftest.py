@@ -9,6 +9,7 @@ allows label files from one extra folder (``allowed``), so that the limits can b
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     summary = model.train(tmp / "phantoms2d" / "datalist.csv", max_epochs=1)
     assert summary["epochs"] == 1 and (cxr / "models" / "model.pt").is_file()
     assert not list((cxr / "models").glob(".train-*"))  # the work folder is gone
+    assert json.loads((cxr / "models" / "plan.json").read_text())["settings"]["max_epochs"] == 1  # its recipe, beside it
     state = torch.load(cxr / "models" / "model.pt", weights_only=True)
     state["thresholds"] = torch.tensor(CXR_THRESHOLDS)
     torch.save(state, cxr / "models" / "model.pt")
