@@ -37,6 +37,7 @@ from medclass.networks.spec import STEM_STRIDE, choose_stem, family, normalize_i
 logger = logging.getLogger(__name__)
 
 __all__ = ["AUTO", "PLANNED", "PLAN_FILE", "WORK_BUDGET", "Plan", "choose_plan", "data_fingerprint", "is_auto",
+           "planned_augment",
            "read_plan", "resolve_plan"]
 
 AUTO = "auto"
@@ -55,6 +56,11 @@ BASE_LR = 2e-3           # AdamW at a batch of 32 or more
 SMALL_DATA = 500         # fewer training items: half the width
 RARE = 0.1               # a label this rare (training prevalence) changes smoothing and pos_weight
 AUGMENT = {2: {}, 3: {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
+
+
+def planned_augment(spatial_dims: Any) -> dict[str, Any]:
+    """The augmentation options ``augment: auto`` stands for in ``spatial_dims`` (2 or 3) dimensions."""
+    return dict(AUGMENT[3 if str(spatial_dims) == "3" else 2])
 
 
 def is_auto(value: Any) -> bool:

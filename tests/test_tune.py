@@ -91,6 +91,11 @@ def test_search_space_values_become_settings():
                                 "batch_size": 16}, {"augment": {"flip_prob": 0.0}})
     assert settings == {"learning_rate": 0.003, "augment": {"flip_prob": 0.0, "rotate_deg": 4.0, "zoom": 0.1},
                         "batch_size": 16}
+    # `augment: auto` (the bundles' default): the options the plan chooses for the dimensions, with the searched ones
+    for dims, planned in ((2, {}), (3, {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05})):
+        got = space.overrides({"augment.zoom": 0.15}, {"augment": "auto", "spatial_dims": dims})
+        assert got == {"augment": {**planned, "zoom": 0.15}}
+    assert parse_space({"augment.zoom": {"type": "float", "low": 0, "high": 0.2}}, "t.yaml", {"augment": "auto"})
     trial = optuna.trial.FixedTrial({"learning_rate": 0.002, "augment.rotate_deg": 1.0, "augment.zoom": 0.05,
                                      "batch_size": 8})
     assert space.suggest(trial)["batch_size"] == 8
@@ -330,9 +335,9 @@ def test_write_best_values_are_used_by_the_next_training(tmp_path, phantoms, cap
     out = capsys.readouterr().out
     best = optuna.load_study(study_name="wb", storage=open_storage(storage)).best_trial
     lr, rotate = best.params["learning_rate"], best.params["augment.rotate_deg"]
-    assert f"learning_rate: 0.001 -> {lr!r}" in out and "augment: {} -> {rotate_deg: " in out
+    assert f"learning_rate: auto -> {lr!r}" in out and "augment: auto -> {rotate_deg: " in out
     text = common.read_text()
-    assert f"{MARK} study 'wb' trial 0, val_mean_auc {best.value:.4f}, was 0.001" in text
+    assert f"{MARK} study 'wb' trial 0, val_mean_auc {best.value:.4f}, was auto" in text
     assert yaml.safe_load(text) == {**yaml.safe_load(before), "learning_rate": lr, "augment": {"rotate_deg": rotate}}
     assert "# base width (resnet)" in text  # the other lines and their comments are kept
 

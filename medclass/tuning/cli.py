@@ -24,6 +24,7 @@ import yaml
 
 from medclass.bundle_tools import VALUES
 from medclass.errors import SettingError, user_message
+from medclass.plan import is_auto
 from medclass.run_cli import parse_overrides
 from medclass.tuning.space import load_space, parse_space
 from medclass.tuning.storage import STUDY_ATTR, open_storage, open_study, trials_table
@@ -129,7 +130,8 @@ def tune(args, fixed: dict[str, Any]) -> int:
     if both:
         raise SettingError(f"--{both[0]} is given as a fixed setting and searched in {space.source}; give it once")
     base = {**values, **fixed}
-    if any(n.startswith("augment.") for n in space.names()) and not isinstance(base.get("augment"), dict):
+    if (any(n.startswith("augment.") for n in space.names()) and not isinstance(base.get("augment"), dict)
+            and not is_auto(base.get("augment"))):
         raise SettingError(f"{space.source}: searches augment options but augment is {base.get('augment')!r}; give "
                            "augment as a mapping (e.g. --augment \"{}\") to tune its options")
     name = args.study or bundle.name

@@ -27,6 +27,7 @@ import yaml
 
 from medclass.errors import SettingError
 from medclass.label.safety import config_code
+from medclass.plan import is_auto, planned_augment
 from medclass.settings import check_settings
 
 __all__ = ["SearchSpace", "Param", "TUNABLE", "AUGMENT_OPTIONS", "SPLIT_SETTINGS", "load_space", "parse_space"]
@@ -95,14 +96,16 @@ class SearchSpace:
 
     def overrides(self, values: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
         """The bundle settings for a trial's ``values``: ``augment.<option>`` values go into a copy of the
-        ``augment`` mapping of ``base`` (the bundle's values with the fixed command-line settings)."""
+        ``augment`` mapping of ``base`` (the bundle's values with the fixed command-line settings; for
+        ``augment: auto``, the options the plan chooses for ``base["spatial_dims"]``)."""
         out: dict[str, Any] = {}
         for name, value in values.items():
             if "." in name:
                 key, option = name.split(".", 1)
                 merged = out.get(key)
-                if merged is None:
-                    merged = dict(base.get(key) or {})
+                if merged is None:  # `augment: auto`: the options the plan stands for, for these dimensions
+                    given = base.get(key)
+                    merged = planned_augment(base.get("spatial_dims", 2)) if is_auto(given) else dict(given or {})
                 merged[option] = value
                 out[key] = merged
             else:
@@ -152,7 +155,7 @@ def _param(source: str, name: str, entry: Any, bundle_values: Mapping[str, Any] 
     if bundle_values is not None:
         if key not in bundle_values:
             raise _fail(source, name, f"the bundle's configs/common.yaml has no {key!r} to tune")
-        if option and not isinstance(bundle_values[key], Mapping):
+        if option and not isinstance(bundle_values[key], Mapping) and not is_auto(bundle_values[key]):
             raise _fail(source, name, f"the bundle's augment is {bundle_values[key]!r}, not a mapping of options: "
                                       "set augment: {} in configs/common.yaml to tune its options")
     if not isinstance(entry, Mapping):
