@@ -78,10 +78,11 @@ def test_each_engine_network_and_pipeline_is_defined_once():
 
 
 def test_workflow_yaml_is_at_most_half_of_what_it_was():
-    """986 generated lines per bundle before the configs were layered (issue 23)."""
+    """986 generated lines per bundle before the configs were layered (issue 23); +2 for the issue-21 settings
+    `tta` and `mc_dropout` (two named top-level keys a user sets: test-time augmentation, MC-dropout passes)."""
     for bundle in BUNDLES:
         lines = sum(len(text.splitlines()) for text in render_configs(bundle).values())
-        assert lines <= 493, f"{bundle.name}: {lines} lines of workflow YAML"
+        assert lines <= 495, f"{bundle.name}: {lines} lines of workflow YAML"
 
 
 def test_sync_repairs_an_edited_copy(tmp_path):
