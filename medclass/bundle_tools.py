@@ -263,7 +263,7 @@ def export_torchscript(bundle_dir: str | os.PathLike, ckpt_file: str | os.PathLi
         meta_file = Path(tmp) / "metadata.json"
         meta_file.write_text(json.dumps(model_metadata(meta, read_model_record(ckpt)), indent=4))
         ckpt_export(
-            net_id="network_def",
+            net_id="network",  # network_def, or an ensemble of it where the model file holds one
             filepath=str(out),
             ckpt_file=str(ckpt),
             meta_file=str(meta_file),

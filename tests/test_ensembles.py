@@ -176,3 +176,44 @@ def test_referral_curve_on_a_constructed_case():
     assert case_uncertainty([[0.1, 0.3], [math.nan, 0.2], [math.nan, math.nan]]).tolist() == [0.3, 0.2, 0.0]
     with pytest.raises(ValueError, match="fractions"):
         referral_curve(labels, probs, uncertainty, fractions=(1.0,))
+
+
+def test_a_fold_ensemble_that_dies_keeps_its_finished_members_and_resumes(tmp_path):
+    from medclass.data import read_split_file
+    from medclass.ensembles import train_ensemble
+    from tests.bundles.test_bundles import ROOT, TINY
+
+    bundle = ROOT / "cxr_classification"
+    tiny = TINY["cxr_classification"]
+    overrides = {"ensemble": {"members": 3, "by": "fold"}, "dataset_dir": str(tmp_path / "data"),
+                 "ckpt_dir": str(tmp_path / "models"), "phantoms": tiny["phantoms"], "seed": 4}
+    runs = []
+
+    def fake_train(member, fail_on=None):  # stands in for the train workflow: writes a tiny model.pt
+        runs.append(member)
+        if member["seed"] == fail_on:
+            raise RuntimeError("power cut")
+        m = build_classifier("resnet18", 2, 1, 4, [16, 16], width=4, label_names=["nodule", "effusion",
+                                                                                  "cardiomegaly", "pneumothorax"])
+        torch.save(m.state_dict(), tmp_path / "models" / "members" / f"member_{member['seed'] - 4}" / "model.pt")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_ensemble(bundle, overrides, lambda m: fake_train(m, fail_on=5))
+    assert [r["seed"] for r in runs] == [4, 5]
+    members = tmp_path / "models" / "members"
+    assert (members / "member_0" / "member.json").is_file() and not (members / "member_1" / "member.json").exists()
+    runs.clear()
+    out = train_ensemble(bundle, overrides, fake_train)
+    assert [r["seed"] for r in runs] == [5, 6]  # member 0 is not trained again
+    assert read_model_record(out)["ensemble"]["folds"] == [0, 1, 2]
+    splits = [read_split_file(members / f"member_{i}" / "fold_split.csv") for i in range(3)]
+    assert runs[0]["split_file"] == str(members / "member_1" / "fold_split.csv")
+    validation = [{k for k, v in s.items() if v == "validation"} for s in splits]
+    assert not (validation[0] & validation[1]) and not (validation[1] & validation[2])  # disjoint folds
+    assert validation[0] | validation[1] | validation[2] == {k for k, v in splits[0].items() if v != "test"}
+    assert {k for k, v in splits[0].items() if v == "test"} == {k for k, v in splits[2].items() if v == "test"}
+    # another plan over the finished members stops before any training, naming the folder
+    runs.clear()
+    with pytest.raises(SettingError, match="member_0 holds a finished ensemble member"):
+        train_ensemble(bundle, {**overrides, "ensemble": {"members": 3, "by": "seed"}}, fake_train)
+    assert runs == []
