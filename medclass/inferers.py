@@ -115,7 +115,8 @@ class PredictionInferer:
         self.task = str(task)
         self.tta = resolve_tta(tta, (model or {}).get("model_file"))
         if isinstance(mc_dropout, bool) or not isinstance(mc_dropout, int) or mc_dropout < 0:
-            raise ValueError(f"mc_dropout must be a whole number >= 0 (forward passes with dropout), got {mc_dropout!r}")
+            raise ValueError(f"mc_dropout must be a whole number >= 0 (forward passes with dropout), got "
+                             f"{mc_dropout!r}")
         self.mc_dropout = int(mc_dropout)
         self.spatial_dims = spatial_dims
         self.last_spread: torch.Tensor | None = None

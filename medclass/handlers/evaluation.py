@@ -237,8 +237,8 @@ class OperatingPointSelector:
             "training_prevalence": None if self.prevalence is None else dict(zip(self.label_names, self.prevalence)),
             "fallbacks": [c["label"] for c in chosen if c.get("chosen_by") == "fallback"],
             # the test-time averaging the thresholds were chosen with; inference's `tta: auto` reads it back
-            "tta": str(getattr(engine.inferer, "tta", "none")),
-            "mc_dropout": int(getattr(engine.inferer, "mc_dropout", 0)),
+            "tta": str(getattr(getattr(engine, "inferer", None), "tta", "none")),
+            "mc_dropout": int(getattr(getattr(engine, "inferer", None), "mc_dropout", 0)),
             "labels": chosen,
         }
         logger.info("operating points on the %s split (T=%.3f): %s", self.split, temperature,
