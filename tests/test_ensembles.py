@@ -217,3 +217,36 @@ def test_a_fold_ensemble_that_dies_keeps_its_finished_members_and_resumes(tmp_pa
     with pytest.raises(SettingError, match="member_0 holds a finished ensemble member"):
         train_ensemble(bundle, {**overrides, "ensemble": {"members": 3, "by": "seed"}}, fake_train)
     assert runs == []
+
+
+def test_report_adds_the_referral_curve_and_the_cases_to_look_at_first(tmp_path):
+    import csv
+
+    from medclass.report import build_report
+
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = rng.integers(0, 2, n)
+    probs = np.clip(labels * 0.6 + rng.uniform(0, 0.4, n), 0, 1)
+    wrong = rng.choice(n, 8, replace=False)
+    probs[wrong] = 1 - probs[wrong]  # eight mistakes, and the model is unsure of exactly those
+    unc = np.where(np.isin(np.arange(n), wrong), 0.3, 0.01)
+    for with_uncertainty, folder in ((True, tmp_path / "a"), (False, tmp_path / "b")):
+        folder.mkdir()
+        with open(folder / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "prob_x", "threshold_x", "pred_x"] + ["uncertainty_x"] * with_uncertainty + ["label_x"])
+            for i in range(n):
+                w.writerow([f"zqx{i}", probs[i], 0.5, int(probs[i] >= 0.5)] + [unc[i]] * with_uncertainty
+                           + [labels[i]])
+        metrics = build_report(folder, task="binary", n_bootstrap=10)
+        html = (folder / "report.html").read_text()
+        if not with_uncertainty:
+            assert "referral" not in metrics and "Uncertainty and referral" not in html
+            continue
+        ref = metrics["referral"]
+        assert ref["accuracy"][0] == pytest.approx(0.8) and ref["accuracy"][ref["fractions"].index(0.2)] == 1.0
+        assert {c["row"] - 1 for c in ref["look_first"][:8]} == set(wrong.tolist())
+        assert "Uncertainty and referral" in html and "zqx" not in html.split("Uncertainty and referral")[1]
+        ranked = list(csv.DictReader(open(folder / "referral.csv")))
+        assert {r["id"] for r in ranked[:8]} == {f"zqx{i}" for i in wrong}

@@ -77,9 +77,10 @@ class PredictionWriter:
     ID); per label ``prob_<label>`` (probability), ``threshold_<label>`` (the threshold stored with the model) and
     ``pred_<label>`` (the 0/1 decision, ``probability >= threshold``); ``uncertainty_<label>`` where the inferer
     averages several predictions (ensemble members, TTA views, MC-dropout samples: the standard deviation of their
-    probabilities, :class:`medclass.inferers.PredictionInferer`); and ``label_<label>`` when the data has labels. For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With
-    ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC,
-    accuracy, counts) when the run completes.
+    probabilities, :class:`medclass.inferers.PredictionInferer`); and ``label_<label>`` when the data has labels.
+    For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With
+    ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC, accuracy, counts) when the run
+    completes.
 
     Args:
         output_dir: folder for the files (created).
