@@ -68,21 +68,21 @@ def tta_views(mode: str, spatial_dims: int) -> list[Callable[[torch.Tensor], tor
 
 
 def resolve_tta(tta: Any, model_file: str | os.PathLike | None = None) -> str:
-    """The TTA mode a workflow uses: ``tta`` itself, or for ``auto`` / ``null`` the mode the model file records
-    (``operating_points.tta``, written by the evaluate workflow), ``none`` where it records none.
+    """The TTA mode a workflow uses: ``tta`` itself (``null`` / ``none``: off), or for ``auto`` the mode the model
+    file records (``operating_points.tta``, written by the evaluate workflow), ``none`` where it records none.
 
     Raises:
         ValueError: an unknown mode.
     """
     value = optional(tta)
-    if value is None or str(value).lower() == "auto":
+    value = "none" if value is None else str(value).lower()  # `--tta none` reaches here as null (medclass run)
+    if value == "auto":
         if model_file is None or not os.path.isfile(str(model_file)):
             return "none"
         points = read_model_record(model_file).get("operating_points") or {}
-        value = points.get("tta") or "none"
+        value = str(points.get("tta") or "none").lower()
         if value != "none":
             logger.info("test-time augmentation %s, as recorded in %s", value, model_file)
-    value = str(value).lower()
     if value not in TTA_MODES:
         raise ValueError(f"tta must be one of auto, {', '.join(TTA_MODES)}, got {tta!r}")
     return value

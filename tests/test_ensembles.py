@@ -13,6 +13,7 @@ import torch
 from medclass.ensembles import combine_members, ensemble_plan, parse_ensemble
 from medclass.errors import SettingError
 from medclass.exports import model_from_file
+from medclass.handlers.evaluation import store_operating_point
 from medclass.inferers import PredictionInferer, resolve_tta, tta_views
 from medclass.metrics.referral import case_uncertainty, referral_curve
 from medclass.networks import Ensemble, build_classifier, read_model_record
@@ -131,6 +132,13 @@ def test_settings_of_tta_mc_dropout_and_ensemble_are_checked(tmp_path):
     with pytest.raises(ValueError, match="mc_dropout"):
         PredictionInferer(mc_dropout=-1)
     assert resolve_tta("auto", None) == "none" and resolve_tta("flip", None) == "flip"
+    # auto: what the model file records; none / null: off, whatever it records
+    model = tiny(0)
+    model.settings["task"] = "multilabel"
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    store_operating_point(tmp_path / "model.pt", [0.5] * 3, 1.0, {"split": "validation", "tta": "flip"})
+    assert resolve_tta("auto", tmp_path / "model.pt") == "flip"
+    assert resolve_tta("none", tmp_path / "model.pt") == resolve_tta(None, tmp_path / "model.pt") == "none"
     with pytest.raises(ValueError, match="mc_dropout needs a model with dropout"):
         PredictionInferer(mc_dropout=4)(torch.randn(1, 1, 16, 16), tiny(0))
     assert parse_ensemble({"members": 3}) == (3, "seed")
