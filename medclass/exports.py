@@ -37,7 +37,7 @@ import torch
 
 from medclass import __version__
 from medclass.data import find_images
-from medclass.networks import Classifier, build_classifier, load_weights, read_state_dict
+from medclass.networks import Classifier, Ensemble, build_classifier, load_weights, read_state_dict
 from medclass.runtime import METADATA_KEY, OnnxModel
 from medclass.transforms import build_transforms
 from medclass.vocab import TASKS
@@ -70,11 +70,12 @@ def check_format(fmt: Any) -> str:
     return key
 
 
-def model_from_file(path: str | os.PathLike) -> tuple[Classifier, dict[str, Any]]:
+def model_from_file(path: str | os.PathLike) -> tuple[Classifier | Ensemble, dict[str, Any]]:
     """The classifier a medclass model file (``model.pt``) describes, with its weights, and its metadata.
 
     The architecture is built from the metadata the file carries (``_extra_state``: arch, spatial dims, channels,
-    image size, stem, width, conv, label names, ...), so no config is needed.
+    image size, stem, width, conv, label names, ...), so no config is needed. An ensemble file gives an
+    :class:`medclass.networks.Ensemble` whose members are built from their own metadata.
 
     Returns:
         ``(model in eval mode on CPU, metadata dict)``.
@@ -92,6 +93,25 @@ def model_from_file(path: str | os.PathLike) -> tuple[Classifier, dict[str, Any]
         raise ValueError(f"{path}: not a medclass model file (no architecture metadata); export a model.pt written by "
                          "medclass training")
     meta = dict(Classifier.decode_extra_state(state["_extra_state"]))
+    info = meta.get("ensemble")
+    if isinstance(info, dict):  # an ensemble: each member from its own description (members.<i>._extra_state)
+        count = int(info.get("members", 0))
+        members = []
+        for i in range(count):
+            extra = state.get(f"members.{i}._extra_state")
+            if extra is None:
+                raise ValueError(f"{path}: records an ensemble of {count} members but member {i} is missing")
+            members.append(_classifier_from_meta(path, dict(Classifier.decode_extra_state(extra))))
+        model = Ensemble(members, task=meta.get("task"), by=str(info.get("by", "seed")))
+        model.load_state_dict(state, strict=True)
+        return model.eval(), meta
+    model = _classifier_from_meta(path, meta)
+    load_weights(model, state)
+    return model.eval(), meta
+
+
+def _classifier_from_meta(path: Path, meta: dict[str, Any]) -> Classifier:
+    """The (untrained) classifier a model file's metadata describes."""
     missing = [k for k in ("arch", "spatial_dims", "in_channels", "num_classes") if meta.get(k) is None]
     if missing:
         raise ValueError(f"{path}: its metadata lacks {', '.join(missing)}; it was written by an older medclass, "
@@ -104,10 +124,8 @@ def model_from_file(path: str | os.PathLike) -> tuple[Classifier, dict[str, Any]
             kwargs[key] = meta[key]
     if str(meta["arch"]).startswith("vit"):
         kwargs.pop("stem", None)
-    model = build_classifier(meta["arch"], meta["spatial_dims"], meta["in_channels"], meta["num_classes"],
-                             meta.get("image_size"), label_names=meta.get("label_names"), **kwargs)
-    load_weights(model, state)
-    return model.eval(), meta
+    return build_classifier(meta["arch"], meta["spatial_dims"], meta["in_channels"], meta["num_classes"],
+                            meta.get("image_size"), label_names=meta.get("label_names"), **kwargs)
 
 
 def _sha256(path: Path) -> str:

@@ -7,6 +7,9 @@ bundle in the working directory (or of ``--bundle_root``), with ``configs/metada
 command line. On a mistake it prints ``medclass: error: ...`` (what, which file or setting, how to fix it) and
 writes the full traceback to ``logs/medclass-error.log`` in the bundle (``--debug`` prints it too); Ctrl-C stops
 with one line saying what was saved and how to resume.
+
+``medclass run train --ensemble "{members: 3, by: seed | fold}"`` trains an ensemble, one member after the other,
+into one model file (:mod:`medclass.ensembles`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medclass.bundle_tools import WORKFLOW_FILES, config_files
+from medclass.ensembles import train_ensemble
 from medclass.errors import console_without_tracebacks, interrupt_message, user_message
 from medclass.logconf import check_logging_file
 
@@ -109,6 +113,12 @@ def main(argv: list[str]) -> int:
         return 2
     bundle = Path(str(overrides.get("bundle_root", ".")))
     try:
+        if "ensemble" in overrides:
+            if workflow != "train":
+                raise ValueError(f"--ensemble trains an ensemble: use it with medclass run train (the {workflow} "
+                                 "workflow uses an ensemble model file as it uses a single model)")
+            train_ensemble(bundle, overrides, lambda member: _run(bundle, workflow, member, debug))
+            return 0
         return _run(bundle, workflow, overrides, debug)
     except KeyboardInterrupt:
         # MONAI runs the workflow inside eval(); a KeyboardInterrupt leaving an eval() marks it "unhandled", and

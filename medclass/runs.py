@@ -44,7 +44,7 @@ NOT_TRAINING_SETTINGS = frozenset({
     "bundle_root", "datalist", "dataset_dir", "ckpt_dir", "output_dir", "log_dir", "eval_dir", "inference_dir",
     "cache", "cache_dir", "cache_rate", "memory_budget", "num_workers", "num_threads", "loader", "progress_bar", "resume",
     "channels_last", "operating_point", "temperature_scaling", "subgroups", "bootstrap_samples", "bootstrap_seed",
-    "saliency_method", "backend",
+    "saliency_method", "backend", "tta", "mc_dropout",
 })
 
 # settings added after runs began to record their fingerprint, each with the value that does what medclass did

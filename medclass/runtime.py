@@ -18,10 +18,12 @@ from typing import Any
 import torch
 
 from medclass.errors import SettingError
+from medclass.networks.ensemble import Ensemble
+from medclass.networks.modelfile import read_model_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "METADATA_KEY", "OnnxModel", "check_backend", "exported_file", "inference_network"]
+__all__ = ["BACKENDS", "METADATA_KEY", "OnnxModel", "as_saved", "check_backend", "exported_file", "inference_network"]
 
 #: where the inference workflow runs the model: PyTorch (model.pt) or ONNX Runtime (an ONNX export of it)
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
@@ -113,12 +115,28 @@ def exported_file(model_path: str | os.PathLike) -> Path:
     return path if path.suffix.lower() == ".onnx" else path.with_suffix(".onnx")
 
 
+def as_saved(network: torch.nn.Module, model_path: str | os.PathLike | None, task: str | None = None,
+             workflow: str = "inference") -> torch.nn.Module:
+    """``network`` shaped as the model file at ``model_path`` holds it: an :class:`medclass.networks.Ensemble` of k
+    copies of it where the file records an ensemble of k members (the checkpoint loader then loads every member),
+    else ``network`` itself. Training always gets ``network`` (its members are trained one by one)."""
+    if workflow == "train" or model_path is None or not Path(model_path).is_file() or \
+            Path(model_path).suffix.lower() == ".onnx":
+        return network
+    info = read_model_record(model_path).get("ensemble")
+    if not isinstance(info, dict):
+        return network
+    logger.info("%s is an ensemble of %s members (by %s)", model_path, info.get("members"), info.get("by"))
+    return Ensemble.replicate(network, int(info["members"]), task=task)
+
+
 def inference_network(backend: str, network: torch.nn.Module, device: torch.device | str,
                       model_path: str | os.PathLike | None = None, task: str | None = None,
                       workflow: str = "inference") -> torch.nn.Module:
     """The network a workflow runs: ``network`` on ``device`` (backend ``torch``; the checkpoint loader loads
     ``model_path`` into it), or the ONNX export of the model on ONNX Runtime (backend ``onnxruntime``, the inference
-    workflow only; see :func:`exported_file`), which carries its own labels, thresholds and temperature.
+    workflow only; see :func:`exported_file`), which carries its own labels, thresholds and temperature. A model file
+    holding an ensemble makes ``network`` an ensemble of that many members (:func:`as_saved`).
 
     Raises:
         SettingError: an unknown backend, onnxruntime for a workflow other than inference, or an export whose task
@@ -126,7 +144,7 @@ def inference_network(backend: str, network: torch.nn.Module, device: torch.devi
         FileNotFoundError: backend onnxruntime and no ONNX file.
     """
     if check_backend(backend) == "torch":
-        return network.to(device)
+        return as_saved(network, model_path, task, workflow).to(device)
     if workflow != "inference":
         raise SettingError(f"setting backend: onnxruntime runs the inference workflow only (this is {workflow}, which "
                            "needs the PyTorch model); use --backend torch")

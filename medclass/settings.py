@@ -18,6 +18,7 @@ from typing import Any
 
 from medclass.data.cache import CACHE_DTYPES, CACHES, parse_bytes
 from medclass.engines import PRECISIONS
+from medclass.inferers import TTA_MODES
 from medclass.errors import SettingError
 from medclass.networks.spec import ARCHS, CONVS, STEMS
 from medclass.plan import PLANNED, is_auto
@@ -151,7 +152,7 @@ def _memory_budget(key: str, v: Any) -> None:
 def _choices() -> dict[str, tuple]:
     return {"arch": ARCHS, "stem": STEMS, "conv": CONVS, "precision": PRECISIONS, "augment_on": AUGMENT_ON,
             "preset": tuple(PRESETS), "cache": CACHES, "cache_dtype": CACHE_DTYPES, "loader": LOADERS,
-            "backend": BACKENDS}
+            "backend": BACKENDS, "tta": ("auto", *TTA_MODES)}
 
 
 CHECKS: dict[str, Callable[[str, Any], None]] = {
@@ -187,6 +188,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "cache_rate": _number(0, 1, "1.0"),
     "memory_budget": _memory_budget,
     "temperature_scaling": _bool(),
+    "mc_dropout": _int(0, "8"),
     "bootstrap_samples": _int(0, "1000"),
     "bootstrap_seed": _int(0, "0"),
     "skip_unreadable": _bool(),

@@ -398,3 +398,21 @@ def test_transfer_benchmark_pretrains_on_mednist_and_fine_tunes_against_scratch(
     verdict = res["gap_closure"]["pneumoniamnist/frozen"]
     assert "closes" in out or "not estimable" in out
     assert verdict["closed"] is None or verdict["half"] == (verdict["closed"] >= 0.5)
+
+
+@pytest.mark.slow
+def test_quality_ensemble_and_tta_print_each_configuration_with_its_time(tmp_path, capsys):
+    """--ensemble 2 --tta: single, single+TTA, ensemble, ensemble+TTA on the same test split, each timed."""
+    npz = _npz(tmp_path / "toy.npz", lambda rng, n: rng.integers(0, 2, (n, 1)))
+    res = _quality().main(["--npz", str(npz), "--epochs", "1", "--workdir", str(tmp_path / "w"), "--ensemble", "2",
+                           "--tta", "--bootstrap", "20", "--set", "width", "8", "--set", "batch_size", "16",
+                           "--set", "min_positives", "2"])
+    configs = {c["config"]: c for c in res["configurations"]}
+    assert list(configs) == ["single", "ensemble2", "single+tta_flip", "ensemble2+tta_flip"]
+    assert res["epochs"] == [1, 1] and configs["ensemble2"]["train_seconds"] > configs["single"]["train_seconds"] > 0
+    for c in configs.values():
+        assert 0.0 <= c["test_auc"] <= 1.0 and c["inference_ms_per_image"] > 0
+    assert "referral_auc_0_10_20" not in configs["single"]  # a single model without TTA has no uncertainty
+    assert len(configs["ensemble2"]["referral_auc_0_10_20"]) == 3
+    printed = capsys.readouterr().out
+    assert "ensemble2+tta_flip" in printed and "infer ms/img" in printed

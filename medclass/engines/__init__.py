@@ -23,6 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: the engine output key of each prediction's uncertainty ``(C,)`` (the spread of the probabilities the inferer
+#: averaged: ensemble members, TTA views, MC-dropout samples), where the inferer computes one
+UNCERTAINTY = "uncertainty"
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -218,6 +221,9 @@ def _broadcast_buffers(network: torch.nn.Module) -> None:
 class Evaluator(SupervisedEvaluator):
     """``SupervisedEvaluator`` with device-aware autocast for the forward pass; predictions come back in fp32.
 
+    Where the inferer exposes ``last_spread`` (:class:`medclass.inferers.PredictionInferer` averaging ensemble
+    members, TTA views or MC-dropout samples), the output also holds it as ``uncertainty`` ``(B, C)``.
+
     Args:
         precision: as for :class:`Trainer`.
         kwargs: passed to ``monai.engines.SupervisedEvaluator`` (``amp`` is managed here); ``None`` entries of
@@ -244,6 +250,9 @@ class Evaluator(SupervisedEvaluator):
         with engine.mode(engine.network), autocast_context(engine.precision, engine.state.device):
             pred = engine.inferer(inputs, engine.network)
         engine.state.output[Keys.PRED] = pred.float()
+        spread = getattr(engine.inferer, "last_spread", None)
+        if isinstance(spread, torch.Tensor):  # medclass.inferers.PredictionInferer: ensemble / TTA / MC-dropout
+            engine.state.output[UNCERTAINTY] = spread.float()
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
@@ -256,4 +265,4 @@ def _channels_last_format(network: torch.nn.Module) -> torch.memory_format:
     return torch.channels_last
 
 
-__all__ = ["Trainer", "Evaluator", "resolve_precision", "autocast_context", "PRECISIONS"]
+__all__ = ["Trainer", "Evaluator", "resolve_precision", "autocast_context", "PRECISIONS", "UNCERTAINTY"]

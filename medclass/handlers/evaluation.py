@@ -236,6 +236,9 @@ class OperatingPointSelector:
             "min_positives": self.min_positives,
             "training_prevalence": None if self.prevalence is None else dict(zip(self.label_names, self.prevalence)),
             "fallbacks": [c["label"] for c in chosen if c.get("chosen_by") == "fallback"],
+            # the test-time averaging the thresholds were chosen with; inference's `tta: auto` reads it back
+            "tta": str(getattr(getattr(engine, "inferer", None), "tta", "none")),
+            "mc_dropout": int(getattr(getattr(engine, "inferer", None), "mc_dropout", 0)),
             "labels": chosen,
         }
         logger.info("operating points on the %s split (T=%.3f): %s", self.split, temperature,
@@ -245,7 +248,8 @@ class OperatingPointSelector:
         text = json.dumps(to_json(self.result), indent=2)
         if self.model_path is not None:
             provenance = {"split": self.split, "operating_point": self.result["operating_point"],
-                          "min_positives": self.min_positives,
+                          "min_positives": self.min_positives, "tta": self.result["tta"],
+                          "mc_dropout": self.result["mc_dropout"],
                           "labels": {c["label"]: {k: c.get(k) for k in ("chosen_by", "method", "target", "fallback",
                                                                          "threshold", "positives", "negatives")}
                                      for c in chosen}}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from medclass.engines import UNCERTAINTY
 from medclass.files import AtomicStream, atomic_json
 from medclass.metrics import decisions, summarize
 from medclass.transforms.readers.base import DICOM_UID_KEYS
@@ -74,10 +75,12 @@ class PredictionWriter:
     Columns: ``id``; ``StudyInstanceUID``, ``SeriesInstanceUID``, ``SOPInstanceUID`` (of DICOM inputs, read by
     the image readers; empty for other sources, and the SOP instance of a series of files: never a patient name or
     ID); per label ``prob_<label>`` (probability), ``threshold_<label>`` (the threshold stored with the model) and
-    ``pred_<label>`` (the 0/1 decision, ``probability >= threshold``); and ``label_<label>`` when the data has
-    labels. For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With
-    ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC,
-    accuracy, counts) when the run completes.
+    ``pred_<label>`` (the 0/1 decision, ``probability >= threshold``); ``uncertainty_<label>`` where the inferer
+    averages several predictions (ensemble members, TTA views, MC-dropout samples: the standard deviation of their
+    probabilities, :class:`medclass.inferers.PredictionInferer`); and ``label_<label>`` when the data has labels.
+    For multi-class tasks the decision is the one-hot arg-max and the threshold cells are empty. With
+    ``metrics_filename``, it also writes a JSON summary (mean and per-label AUC, accuracy, counts) when the run
+    completes.
 
     Args:
         output_dir: folder for the files (created).
@@ -120,6 +123,8 @@ class PredictionWriter:
         self._probs: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._has_labels: bool | None = None
+        self._has_uncertainty = False
+        self._uncertainty: list[np.ndarray] = []
         self.thresholds = np.full(len(self.label_names), DEFAULT_THRESHOLD)
 
     def attach(self, engine: Engine) -> None:
@@ -132,13 +137,15 @@ class PredictionWriter:
         if stored and stored != self.label_names:
             raise ValueError(f"the loaded model was trained for labels {stored}, but the config names {self.label_names}")
         self.thresholds = resolve_thresholds(self.explicit_thresholds, self.network, self.label_names)
-        self._probs, self._labels, self._has_labels = [], [], None
+        self._probs, self._labels, self._has_labels, self._uncertainty = [], [], None, []
         self._file = self._out.open()  # the rows go to a temporary file, removed by the next run if this one dies
         self._writer = None
 
     def _header(self, with_labels: bool) -> list[str]:
         cols = ["id", *UID_COLUMNS] + [f"prob_{n}" for n in self.label_names]
         cols += [f"threshold_{n}" for n in self.label_names] + [f"pred_{n}" for n in self.label_names]
+        if self._has_uncertainty:
+            cols += [f"uncertainty_{n}" for n in self.label_names]
         if with_labels:
             cols += [f"label_{n}" for n in self.label_names]
         return cols
@@ -153,8 +160,10 @@ class PredictionWriter:
             raise ValueError(
                 f"the model returns {probs.shape[1]} outputs but {len(self.label_names)} label names were given"
             )
+        spread = output_rows(engine, UNCERTAINTY)
         if self._has_labels is None:
             self._has_labels = all(lbl is not None for lbl in labels)
+            self._has_uncertainty = bool(spread) and all(u is not None for u in spread)
             self._writer = csv.writer(self._file)
             try:
                 self._writer.writerow(self._header(self._has_labels))
@@ -176,10 +185,18 @@ class PredictionWriter:
             lab = np.stack([np.asarray(torch.as_tensor(v).float().cpu()).reshape(-1) for v in labels])
             self._labels.append(lab)
         self._probs.append(probs)
+        unc = None
+        if self._has_uncertainty:
+            if len(spread) != len(probs) or any(u is None for u in spread):
+                raise ValueError("the inferer gave an uncertainty for some batches only")
+            unc = np.stack([np.asarray(torch.as_tensor(u).detach().float().cpu()).reshape(-1) for u in spread])
+            self._uncertainty.append(unc)
         try:
             for k, image_id in enumerate(ids):
                 row = [image_id, *(u[k] for u in uids)] + prob_cells[k] + thr
                 row += [int(v) for v in dec[k]]
+                if unc is not None:
+                    row += [f"{v:.6f}" for v in unc[k]]
                 if lab is not None:
                     row += ["" if math.isnan(v) else int(v) for v in lab[k]]
                 self._writer.writerow(row)

@@ -141,6 +141,7 @@ class _Served:
         self.postprocessing = postprocessing
         self.precision = precision
         self.device = device
+        self.uncertainty: np.ndarray | None = None  # (C,) of the last image, where the inferer gives one
 
     @classmethod
     def load(cls, model: BundleModel, signature) -> _Served:
@@ -168,6 +169,8 @@ class _Served:
         x = (plain() if callable(plain) else torch.as_tensor(image)).unsqueeze(0).to(self.device)
         with torch.no_grad(), autocast_context(self.precision, self.device):
             logits = self.inferer(x, self.network)
+        spread = getattr(self.inferer, "last_spread", None)  # an ensemble / TTA / MC-dropout: the uncertainty
+        self.uncertainty = spread[0].float().cpu().numpy() if isinstance(spread, torch.Tensor) else None
         pred = self.postprocessing({"pred": logits.float()[0]})["pred"]
         return np.asarray(torch.as_tensor(pred).detach().float().cpu(), dtype=np.float64)
 
@@ -288,7 +291,8 @@ class BundleModel:
         Returns:
             ``(result, saliency_file)``: ``result`` holds ``labels`` (one entry per label: ``name``,
             ``probability``, ``prediction`` (0/1), ``threshold``), ``probabilities`` and ``predictions`` by name,
-            ``top_label``, ``positive`` (labels decided 1) and, with saliency, ``saliency`` (label, method, shape).
+            ``top_label``, ``positive`` (labels decided 1), ``uncertainty`` by name (an ensemble model, TTA or
+            MC-dropout: the spread of the averaged probabilities) and, with saliency, ``saliency`` (label, method, shape).
 
         Raises:
             InputImageError: the image cannot be read or does not suit the bundle (message names the problem).
@@ -326,6 +330,8 @@ class BundleModel:
             "top_label": self.label_names[top],
             "latency_s": {"inference": round(time.perf_counter() - t0, 4)},
         }
+        if served.uncertainty is not None:
+            result["uncertainty"] = {n: float(u) for n, u in zip(self.label_names, served.uncertainty)}
         saliency_file = None
         if flag(saliency, "saliency"):
             t1 = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from medclass.networks.acs import ACSConv, acs_split, convert_to_acs
 from medclass.networks.classifier import Classifier, DenseNetClassifier, ResNetClassifier, ViTClassifier
+from medclass.networks.ensemble import ENSEMBLE_BY, Ensemble, probabilities_to_logits
 from medclass.networks.factory import build, build_classifier
 from medclass.networks.spec import (
     ARCHS,
@@ -52,6 +53,8 @@ __all__ = [
     "Classifier",
     "ClassifierSpec",
     "DenseNetClassifier",
+    "ENSEMBLE_BY",
+    "Ensemble",
     "LoadReport",
     "Preprocessing",
     "PretrainedReport",
@@ -80,6 +83,7 @@ __all__ = [
     "model_settings",
     "normalize_image_size",
     "param_groups",
+    "probabilities_to_logits",
     "read_model_record",
     "read_safetensors",
     "read_state_dict",

@@ -23,7 +23,8 @@ from medclass import __version__
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Classifier", "DenseNetClassifier", "ResNetClassifier", "ViTClassifier", "WORKFLOW_SETTINGS"]
+__all__ = ["Classifier", "DenseNetClassifier", "ResNetClassifier", "ViTClassifier", "WORKFLOW_SETTINGS",
+           "check_temperature", "check_thresholds"]
 
 # 1: the network (arch, sizes, stem, labels, pretrained); 2: also its constructor arguments (arch_kwargs, dropout),
 # the workflow settings (task, preset, preset_options), the training fingerprint and the medclass version
@@ -70,6 +71,27 @@ def _check_thresholds(thresholds: float | Sequence[float] | torch.Tensor | None,
     if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool((t > 1).any()):
         raise ValueError(f"thresholds must be probabilities in [0, 1], got {t.tolist()}")
     return t
+
+
+def check_thresholds(thresholds: float | Sequence[float] | torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Decision thresholds (a float or one per class, each in [0, 1]) as a float tensor ``(num_classes,)``.
+
+    Raises:
+        TypeError, ValueError: not numbers, the wrong count, or outside [0, 1].
+    """
+    return _check_thresholds(thresholds, num_classes)
+
+
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float when it is a positive finite number.
+
+    Raises:
+        ValueError: anything else.
+    """
+    value = float(temperature)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    return value
 
 
 def encode_metadata(state: dict[str, Any]) -> torch.Tensor:
@@ -262,9 +284,7 @@ class Classifier(nn.Module):
 
     def set_temperature(self, temperature: float) -> None:
         """Set the temperature (> 0) that divides the logits before the activation (1.0: none)."""
-        value = float(temperature)
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        value = check_temperature(temperature)
         with torch.no_grad():
             self.temperature.fill_(value)
 

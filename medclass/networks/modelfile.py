@@ -80,7 +80,8 @@ def read_model_record(path: str | os.PathLike) -> dict[str, Any]:
     ``medclass_version``, ``num_classes``, ``thresholds`` (list), ``temperature``, ``operating_points`` (how the
     thresholds were chosen, see :func:`medclass.handlers.store_operating_point`; ``None`` before evaluation),
     ``fingerprint`` (training data digest and settings), ``pretrained`` (the starting weights and the
-    preprocessing they need), ``arch_kwargs``, ``dropout``, ``stem_stride``, and ``missing``: the settings of
+    preprocessing they need), ``arch_kwargs``, ``dropout``, ``stem_stride``, ``ensemble`` (``None`` for one model;
+    for an :class:`medclass.networks.Ensemble`: ``{"members": k, "by": "seed" | "fold", ...}``), and ``missing``: the settings of
     :data:`MODEL_SETTINGS` the file does not record (written by an earlier medclass).
 
     Raises:
@@ -110,6 +111,7 @@ def read_model_record(path: str | os.PathLike) -> dict[str, Any]:
         "arch_kwargs": meta.get("arch_kwargs"),
         "dropout": meta.get("dropout"),
         "stem_stride": meta.get("stem_stride"),
+        "ensemble": meta.get("ensemble"),
     })
     record["missing"] = [k for k in MODEL_SETTINGS if k not in record]
     return record

@@ -17,6 +17,7 @@ from medclass.files import atomic_json, atomic_write, read_json
 from medclass.metrics import MIN_POSITIVES, evaluate_predictions, group_values, to_json
 from medclass.report.external import EXTERNAL_FILE, external_comparison
 from medclass.report.html import write_html
+from medclass.report.referral import REFERRAL_FILE, referral_summary, write_referral_csv
 from medclass.report.shortcuts import SHORTCUTS_FILE
 from medclass.vocab import TASKS
 
@@ -108,7 +109,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         ``{"ids", "label_names", "probs" (N, C), "labels" (N, C) 1/0/NaN or None, "decisions" (N, C) or None,
-        "patients" (list or None), "groups" {column: values}}``.
+        "patients" (list or None), "uncertainty" (N, C) or None, "groups" {column: values}}``.
     """
     path = Path(path)
     if not path.exists():
@@ -144,6 +145,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
         "labels": matrix("label_", blank_nan=True),
         "decisions": matrix("pred_", blank_nan=False),
         "patients": [r["patient"] for r in rows] if "patient" in header else None,
+        "uncertainty": matrix("uncertainty_", blank_nan=True),
         "groups": {h[len("group_"):]: [r[h] for r in rows] for h in header if h.startswith("group_")},
     }
 
@@ -216,7 +218,8 @@ def build_report(
     ``report.html``. Arguments left ``None`` take the earlier settings (or the defaults: 1000 resamples, seed
     0, 10 bins, 24 saliency images, ``min_positives`` 10). With an ``external.json`` (written by the external
     validation run) the report compares these results with the internal ones and summarises the data shift;
-    with ``saliency/shortcuts.json`` it shows where the saliency maps sit.
+    with ``saliency/shortcuts.json`` it shows where the saliency maps sit; with ``uncertainty_<label>`` columns it
+    adds the referral curve and writes ``referral.csv`` (:mod:`medclass.report.referral`).
 
     Returns:
         The metrics dictionary (JSON-ready: undefined values are ``None``).
@@ -270,6 +273,9 @@ def build_report(
     external = read_json(folder / EXTERNAL_FILE)
     if external is not None:
         metrics["external"] = external_comparison(metrics, external, folder)
+    if pred["uncertainty"] is not None:  # an ensemble / TTA / MC-dropout evaluation: the referral curve
+        metrics["referral"] = referral_summary(pred, thresholds, task)
+        write_referral_csv(folder / REFERRAL_FILE, pred)
     shortcuts = read_json(folder / "saliency" / SHORTCUTS_FILE)
     if shortcuts is not None:
         metrics["shortcuts"] = shortcuts

@@ -100,6 +100,7 @@ def model_summary(meta: Mapping[str, Any]) -> dict[str, Any]:
         "threshold_method": meta.get("threshold_method") or meta.get("operating_point"),
         "fingerprint": _fingerprint(meta),
         "medclass_version": meta.get("medclass_version"),
+        "ensemble": meta.get("ensemble"),
     }
 
 
@@ -182,6 +183,11 @@ def model_data_sections(model: Mapping[str, Any] | None, data: Mapping[str, Any]
                 ["task", _plain(model.get("task") or (metrics or {}).get("task"))],
                 ["starting weights", start], ["model file", _plain(model.get("file"))],
                 ["training-data fingerprint", _plain(model.get("fingerprint"))]]
+        ens = model.get("ensemble")
+        if isinstance(ens, Mapping):  # one model file, k members whose mean probability is the output
+            folds = f", folds {ens.get('folds')}" if ens.get("folds") else ""
+            rows.insert(0, ["ensemble", f"{ens.get('members')} members by {ens.get('by')} (seeds {ens.get('seeds')}"
+                                        f"{folds}); the output is the mean of their probabilities"])
         out.append({"title": "Model: architecture and starting weights", "items": "TRIPOD+AI 12c, 22; CLAIM 22, 23, 24",
                     "text": ["A medclass classifier over a MONAI backbone; it returns one logit per label, turned "
                              "into probabilities by a sigmoid (softmax for multi-class) of logits / temperature "

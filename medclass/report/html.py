@@ -13,6 +13,7 @@ from medclass.files import atomic_text
 from medclass.report import plots
 from medclass.report.card import DATA_FILE, MODEL_FILE, model_data_sections, sections_html
 from medclass.report.external import external_html
+from medclass.report.referral import referral_figure, referral_html
 from medclass.report.shortcuts import shortcuts_html
 from medclass.report.tables import (
     CSS,
@@ -127,6 +128,11 @@ def write_html(folder: Path, pred: dict, metrics: dict, saliency_max: int = 24) 
     if task == "multiclass":
         acc = metrics["multiclass"]["per_class_accuracy"]
         parts.append(_table(["class", "accuracy (recall)"], [[html.escape(n), _f(acc[n])] for n in names]))
+
+    if metrics.get("referral"):
+        ref_png = referral_figure(metrics["referral"])
+        (plot_dir / "referral.png").write_bytes(ref_png)
+        parts.append(referral_html(metrics["referral"], _img(ref_png, "referral curve")))
 
     subs = metrics.get("subgroups") or []
     parts.append("<h2>Subgroups</h2>")

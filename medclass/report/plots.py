@@ -31,6 +31,16 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def new_figure(**kwargs: Any) -> Figure:
+    """A matplotlib figure without pyplot, for report figures drawn elsewhere (:func:`png` turns it into bytes)."""
+    return _figure(**kwargs)
+
+
+def png(fig: Figure) -> bytes:
+    """A figure as PNG bytes (96 dpi, tight bounding box)."""
+    return _png(fig)
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 

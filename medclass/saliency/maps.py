@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from medclass.saliency.geometry import UPSAMPLING, upsample
 from medclass.saliency.methods import cam, input_gradients, occlusion, rollout
-from medclass.saliency.targets import model_state, normalize_maps, plain, resolve_target_layer
+from medclass.saliency.targets import model_state, normalize_maps, plain, resolve_target_layer, resolve_targets
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ def saliency_maps(
 
     Args:
         model: a medclass :class:`~medclass.networks.Classifier` (densenet*/resnet*/vit, 2D or 3D); ``occlusion``,
-            ``vanilla`` and ``smoothgrad`` work with any module returning logits ``(B, num_classes)``.
+            ``vanilla`` and ``smoothgrad`` work with any module returning logits ``(B, num_classes)``. For an
+            :class:`~medclass.networks.Ensemble`, the mean of its members' maps, for targets chosen on the
+            ensemble's output.
         images: float tensor ``(B, C, H, W[, D])`` on the model's device (a MetaTensor is fine), preprocessed as
             for the model.
         targets: ``None`` (each image's top-scoring label, ``T = 1``); a label name or index, or a sequence of
@@ -109,6 +111,13 @@ def saliency_maps(
     check_options(method, method_kwargs)
     if target_layer is not None and method not in ("gradcam", "gradcam++"):
         logger.debug("target_layer is ignored by method %s", method)
+    members = getattr(model, "members", None)
+    if isinstance(members, nn.ModuleList):  # an ensemble: the mean of its members' maps for the ensemble's targets
+        with model_state(model), torch.no_grad():
+            param = next(model.parameters())
+            idx = resolve_targets(model, targets, model(plain(images).detach().float().to(param.device)))
+        return torch.stack([saliency_maps(m, images, idx, method, target_layer, **method_kwargs)
+                            for m in members]).mean(0)
     upsample_mode = str(method_kwargs.get("upsample", "receptive-field"))
     size = tuple(images.shape[2:])
     param = next(model.parameters(), None)

@@ -1,0 +1,112 @@
+"""quality.py's ``--ensemble K`` and ``--tta MODE``: train an ensemble through ``medclass.ensembles`` and compare, on
+the same test split, the configurations a user chooses between (single model, single + TTA, ensemble, ensemble +
+TTA) by test AUC / ACC, the uncertainty's referral curve, and what each costs: training seconds and inference
+milliseconds per test image (the bundle's inference workflow on the test split: its engine run, data loading
+included, the faster of two runs).
+
+Kept apart from quality.py so its recipe can change without touching this; quality.py calls :func:`add_arguments`,
+:func:`train` and :func:`compare`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def add_arguments(ap) -> None:
+    ap.add_argument("--ensemble", type=int, default=1, metavar="K",
+                    help="train K members (seeds seed..seed+K-1, or --ensemble-by fold) stored as one model; also "
+                         "evaluate member 0 alone, and print both with their times")
+    ap.add_argument("--ensemble-by", default="seed", choices=["seed", "fold"], help="how the members differ")
+    ap.add_argument("--tta", nargs="?", const="flip", default=None, metavar="MODE",
+                    help="also evaluate with test-time augmentation (flip, the default; shift; flip_shift)")
+
+
+def active(args) -> bool:
+    return args.ensemble > 1 or args.tta is not None
+
+
+def train(bundle: Path, overrides: dict, args, run_workflow: Callable) -> dict:
+    """Train the ensemble (``args.ensemble`` >= 2) member by member; returns training figures."""
+    from medclass.ensembles import train_ensemble
+
+    seconds: list[float] = []
+    epochs: list[int] = []
+
+    def member(o: dict) -> None:
+        t0 = time.time()
+        wf = run_workflow(bundle, "train", o)
+        seconds.append(time.time() - t0)
+        epochs.append(wf.parser.get_parsed_content("train#trainer").state.epoch)
+
+    train_ensemble(bundle, {**overrides, "ensemble": {"members": args.ensemble, "by": args.ensemble_by}}, member)
+    return {"train_seconds": sum(seconds), "member_train_seconds": [round(s, 1) for s in seconds],
+            "epochs": epochs}
+
+
+def _inference_seconds(bundle: Path, overrides: dict, work: Path, tag: str, run_workflow: Callable,
+                       repeats: int = 2) -> tuple[float, int]:
+    """Seconds of the inference workflow's engine run on the test split (data loading, forward passes and the
+    predictions writer; not the workflow's start-up), the fastest of ``repeats`` runs, and the number of images."""
+    import csv
+
+    best = float("inf")
+    for rep in range(repeats):
+        out = work / f"infer_{tag}_{rep}"
+        wf = run_workflow(bundle, "inference", {**overrides, "output_dir": str(out)})
+        best = min(best, float(wf.parser.get_parsed_content("evaluator").state.times["COMPLETED"]))
+    with open(out / "predictions.csv", newline="") as f:
+        n = sum(1 for _ in csv.DictReader(f))
+    return best, n
+
+
+def compare(bundle: Path, eval_overrides: dict, work: Path, args, run_workflow: Callable, figures: Callable,
+            train_seconds: dict) -> list[dict]:
+    """Evaluate every configuration into ``work/eval_<config>`` and time its inference; one dict per configuration.
+
+    Args:
+        eval_overrides: quality.py's evaluate overrides (``ckpt_dir`` is the ensemble's or the single model's).
+        figures: quality.py's ``evaluation_figures(eval_dir, metrics)``.
+        train_seconds: ``{"single": s, "ensemble": s}`` (the ensemble: every member).
+    """
+    import json
+
+    models = Path(eval_overrides["ckpt_dir"])
+    configs = []
+    if args.ensemble > 1:
+        configs.append(("single", models / "members" / "member_0", "none"))
+        configs.append((f"ensemble{args.ensemble}", models, "none"))
+    else:
+        configs.append(("single", models, "none"))
+    if args.tta is not None:
+        configs += [(f"{name}+tta_{args.tta}", ckpt, args.tta) for name, ckpt, _ in list(configs)]
+    rows = []
+    for name, ckpt, tta in configs:
+        over = {**eval_overrides, "ckpt_dir": str(ckpt), "output_dir": str(work / f"eval_{name}"), "tta": tta}
+        run_workflow(bundle, "evaluate", over)
+        metrics = json.loads((work / f"eval_{name}" / "metrics.json").read_text())
+        fig = figures(work / f"eval_{name}", metrics)
+        seconds, n = _inference_seconds(bundle, over, work, name, run_workflow)
+        referral = metrics.get("referral") or {}
+        row = {"config": name, "test_auc": fig["test_auc"], "test_auc_ci95": fig["test_auc_ci95"],
+               "test_acc": fig["test_acc"], "test_ece": fig["test_ece"],
+               "train_seconds": train_seconds.get("ensemble" if name.startswith("ensemble") else "single"),
+               "inference_seconds": round(seconds, 2), "inference_ms_per_image": round(1000 * seconds / max(n, 1), 2)}
+        if referral:
+            idx = {f: i for i, f in enumerate(referral["fractions"])}
+            row["referral_auc_0_10_20"] = [referral["mean_auc"][idx[f]] for f in (0.0, 0.1, 0.2) if f in idx]
+            row["referral_acc_0_10_20"] = [referral["accuracy"][idx[f]] for f in (0.0, 0.1, 0.2) if f in idx]
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The configurations as a plain text table (one line each) for the log."""
+    lines = [f"{'configuration':<24} {'test AUC':>8} {'ACC':>6} {'ECE':>6} {'train s':>8} {'infer ms/img':>12}"]
+    for r in rows:
+        train = "" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+        lines.append(f"{r['config']:<24} {r['test_auc'] or float('nan'):>8.4f} {r['test_acc'] or float('nan'):>6.3f} "
+                     f"{r['test_ece'] or float('nan'):>6.3f} {train:>8} {r['inference_ms_per_image']:>12.2f}")
+    return "\n".join(lines)
