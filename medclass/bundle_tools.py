@@ -52,8 +52,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _strip_comment(line: str) -> str:
-    """``line`` without its YAML comment (a ``#`` after whitespace, outside quotes) and trailing blanks."""
+def yaml_comment_at(line: str) -> int:
+    """Where the YAML comment of ``line`` starts (a ``#`` first or after whitespace, outside quotes), else
+    ``len(line)``."""
     quote = None
     for i, ch in enumerate(line):
         if quote:
@@ -62,8 +63,13 @@ def _strip_comment(line: str) -> str:
         elif ch in "'\"":
             quote = ch
         elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i].rstrip()
-    return line.rstrip()
+            return i
+    return len(line)
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` without its YAML comment and trailing blanks."""
+    return line[:yaml_comment_at(line)].rstrip()
 
 
 def values_text(common: str | os.PathLike) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from medclass.bundle_tools import VALUES, sync_bundle
+from medclass.bundle_tools import VALUES, sync_bundle, yaml_comment_at
 from medclass.errors import SettingError
 from medclass.files import atomic_text
 
@@ -29,20 +29,6 @@ def _flow(value: Any) -> str:
     """``value`` as one line of YAML (flow style)."""
     text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
     return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
-
-
-def _comment_at(line: str) -> int:
-    """Where the YAML comment of ``line`` starts (a ``#`` after whitespace, outside quotes), else ``len(line)``."""
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and i and line[i - 1] in " \t":
-            return i
-    return len(line)
 
 
 def set_values(text: str, values: Mapping[str, Any], note: str, source: str = VALUES) -> str:
@@ -63,7 +49,7 @@ def set_values(text: str, values: Mapping[str, Any], note: str, source: str = VA
                                "command line instead")
         i = at[0]
         line = lines[i]
-        cut = _comment_at(line)
+        cut = yaml_comment_at(line)
         follows = lines[i + 1] if i + 1 < len(lines) else ""
         if follows[:1] in ("-",) or (follows[:1] in (" ", "\t") and follows.strip()
                                     and not follows.strip().startswith("#")):
