@@ -284,7 +284,7 @@ def test_a_full_disk_keeps_the_last_good_model_and_leaves_no_temporary_file(data
     assert err.startswith(f"medclass: error: {disk / 'models'}: no space left on the disk while writing last.pt (")
     assert "last.pt was not changed" in err
     assert sorted(p.name for p in kept.iterdir() if not p.name.startswith(".medclass")) == [
-        "last.pt", "model.pt", "split.csv"]  # split.csv: the split the run trained on, written before training
+        "last.pt", "model.pt", "plan.json", "split.csv"]  # the recipe and split of the run, written before training
     last = torch.load(kept / "last.pt", weights_only=True)
     assert last["trainer"]["epoch"] == 1  # the last good one
     torch.load(kept / "model.pt", weights_only=True)
