@@ -188,7 +188,8 @@ def model_data_sections(model: Mapping[str, Any] | None, data: Mapping[str, Any]
             folds = f", folds {ens.get('folds')}" if ens.get("folds") else ""
             rows.insert(0, ["ensemble", f"{ens.get('members')} members by {ens.get('by')} (seeds {ens.get('seeds')}"
                                         f"{folds}); the output is the mean of their probabilities"])
-        out.append({"title": "Model: architecture and starting weights", "items": "TRIPOD+AI 12c, 22; CLAIM 22, 23, 24",
+        claim = "CLAIM 22, 23, 24, 27" if isinstance(ens, Mapping) else "CLAIM 22, 23, 24"  # 27: ensembling
+        out.append({"title": "Model: architecture and starting weights", "items": f"TRIPOD+AI 12c, 22; {claim}",
                     "text": ["A medclass classifier over a MONAI backbone; it returns one logit per label, turned "
                              "into probabilities by a sigmoid (softmax for multi-class) of logits / temperature "
                              f"(temperature {num(model.get('temperature'))}). Software: medclass, MONAI, PyTorch."],

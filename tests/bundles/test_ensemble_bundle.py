@@ -58,7 +58,8 @@ def test_ensemble_runs_through_every_workflow(ensemble, tmp_path):
     assert metrics["referral"]["fractions"][0] == 0.0 and len(metrics["referral"]["look_first"]) == min(10, len(rows))
     assert "Referral curve" in (tmp / "eval" / "report.html").read_text() or \
         "Uncertainty and referral" in (tmp / "eval" / "report.html").read_text()
-    assert "2 members by seed" in (tmp / "eval" / "model_card.md").read_text()
+    card = (tmp / "eval" / "model_card.md").read_text()
+    assert "2 members by seed" in card and "CLAIM 22, 23, 24, 27" in card  # 27: ensembling techniques
     ranked = _rows(tmp / "eval" / "referral.csv")
     assert len(ranked) == len(rows) and float(ranked[0]["uncertainty"]) >= float(ranked[-1]["uncertainty"])
 
