@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from medclass.networks.ensemble import probabilities_to_logits
+from medclass.networks.ensemble import logits_to_probabilities, probabilities_to_logits
 from medclass.networks.modelfile import read_model_record
 from medclass.vocab import optional, unwrap_model
 
@@ -126,7 +126,7 @@ class PredictionInferer:
         if hasattr(net, "member_probabilities"):
             return net.member_probabilities(x).float()
         logits = network(x).float()
-        return (torch.softmax(logits, 1) if self.task == "multiclass" else torch.sigmoid(logits))[None]
+        return logits_to_probabilities(logits, self.task == "multiclass")[None]
 
     def samples(self, inputs: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
         """Probabilities ``(N, B, C)`` of every view x member (x MC-dropout sample)."""

@@ -32,7 +32,7 @@ from medclass.vocab import VIT_SETTINGS, flag
 logger = logging.getLogger(__name__)
 
 __all__ = ["FolderLock", "RunGuard", "TrainingRun", "fingerprint", "data_digest", "fingerprint_diff",
-           "interrupt_message", "RESUME_MODES", "NOT_TRAINING_SETTINGS", "ADDED_SETTINGS"]
+           "interrupt_message", "jsonable", "RESUME_MODES", "NOT_TRAINING_SETTINGS", "ADDED_SETTINGS"]
 
 LOCK_NAME = ".medclass.lock"
 LOCK_INFO = ".medclass.lock.json"
@@ -190,13 +190,15 @@ class RunGuard:
                 "are replaced only when complete); run the same command again to redo it.")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: mappings and sequences recursively, numpy values as Python's, NaN as None,
+    paths as strings, anything else as its repr."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -240,7 +242,7 @@ def data_digest(data: Any, base: str | os.PathLike | None = None) -> dict:
 def fingerprint(data: Any, settings: Mapping[str, Any]) -> dict:
     """A training run's identity: the data (:func:`data_digest`) and every training setting (all of
     ``settings`` except :data:`NOT_TRAINING_SETTINGS`)."""
-    kept = {k: _jsonable(v) for k, v in sorted(settings.items()) if k not in NOT_TRAINING_SETTINGS}
+    kept = {k: jsonable(v) for k, v in sorted(settings.items()) if k not in NOT_TRAINING_SETTINGS}
     return {"data": data_digest(data, settings.get("dataset_dir")), "settings": kept}
 
 
@@ -275,7 +277,7 @@ def fingerprint_diff(saved: Mapping | None, now: Mapping) -> list[str]:
         if key in NOT_TRAINING_SETTINGS:
             continue
         a, b = flat0.get(key, "(not set)"), flat1.get(key, "(not set)")
-        if key not in flat0 and key in ADDED_SETTINGS and b == _jsonable(ADDED_SETTINGS[key]):
+        if key not in flat0 and key in ADDED_SETTINGS and b == jsonable(ADDED_SETTINGS[key]):
             added.append(key)  # recorded by an older medclass, before this setting existed: the same run
         elif a != b:
             out.append(f"{key}: {_short(a)} in the saved run, {_short(b)} now")
@@ -326,7 +328,7 @@ class TrainingRun(RunGuard):
                  lock: bool = True, skipped: Any = None) -> None:
         super().__init__("train", {"ckpt_dir": ckpt_dir}, enabled, lock, skipped)
         self.ckpt_dir = Path(ckpt_dir)
-        self.fingerprint = _jsonable(dict(fingerprint or {}))
+        self.fingerprint = jsonable(dict(fingerprint or {}))
         self.mode = resume_mode(resume)
         self.best_path = self.ckpt_dir / best_filename
         self.last_path = self.ckpt_dir / last_filename

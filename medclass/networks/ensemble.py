@@ -34,7 +34,7 @@ from medclass.networks.classifier import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENSEMBLE_BY", "Ensemble", "probabilities_to_logits"]
+__all__ = ["ENSEMBLE_BY", "Ensemble", "logits_to_probabilities", "probabilities_to_logits"]
 
 #: how the members of an ensemble were made
 ENSEMBLE_BY = ("seed", "fold")
@@ -45,6 +45,11 @@ _DESCRIBED = ("arch", "spatial_dims", "in_channels", "image_size", "stem", "stem
 # the member descriptions that must agree for the members to be one model
 _SAME = ("arch", "spatial_dims", "in_channels", "num_classes", "image_size", "label_names", "stem", "width", "conv",
          "dilate_last_stage", "patch_size", "arch_kwargs")
+
+
+def logits_to_probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """Probabilities of logits ``(B, C)``: softmax over the classes for multi-class, sigmoid per label otherwise."""
+    return torch.softmax(logits, dim=1) if multiclass else torch.sigmoid(logits)
 
 
 def probabilities_to_logits(probs: torch.Tensor, multiclass: bool) -> torch.Tensor:
@@ -122,7 +127,7 @@ class Ensemble(nn.Module):
         probs = []
         for m in self.members:
             logits = m(x).float()
-            probs.append(torch.softmax(logits, dim=1) if self.multiclass else torch.sigmoid(logits))
+            probs.append(logits_to_probabilities(logits, self.multiclass))
         return torch.stack(probs, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

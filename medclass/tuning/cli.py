@@ -12,7 +12,6 @@ stops before training when validation and test share an image or a patient). Wor
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import traceback
@@ -26,6 +25,7 @@ from medclass.bundle_tools import VALUES
 from medclass.errors import SettingError, user_message
 from medclass.plan import is_auto
 from medclass.run_cli import parse_overrides
+from medclass.runs import jsonable
 from medclass.tuning.space import load_space, parse_space
 from medclass.tuning.storage import STUDY_ATTR, open_storage, open_study, trials_table
 from medclass.tuning.trials import METRIC, TUNE_SETS, TrialObjective, preflight
@@ -99,10 +99,6 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return mine, rest
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def _pruner(args):
     if args.pruner == "none":
         return optuna.pruners.NopPruner()
@@ -143,7 +139,7 @@ def tune(args, fixed: dict[str, Any]) -> int:
         print(f"data: {sizes} (trials select on validation; the test split is not read)", flush=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = {k: v for k, v in fixed.items() if k not in MACHINE_LOCAL}
-    record = _jsonable({"bundle": bundle.name, "space": space.as_dict(), "fixed": shared, "metric": METRIC})
+    record = jsonable({"bundle": bundle.name, "space": space.as_dict(), "fixed": shared, "metric": METRIC})
     sampler = optuna.samplers.TPESampler(seed=args.sampler_seed)
     study = open_study(open_storage(storage_url), name, record, sampler=sampler, pruner=_pruner(args),
                        check=args.trials > 0)
