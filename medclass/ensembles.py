@@ -32,6 +32,7 @@ from medclass.errors import SettingError
 from medclass.exports import model_from_file
 from medclass.files import atomic_json, atomic_save, read_json
 from medclass.networks import ENSEMBLE_BY, Ensemble
+from medclass.settings import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,7 @@ def train_ensemble(bundle: str | os.PathLike, overrides: dict[str, Any], run: Ca
     ckpt_dir = Path(str(overrides.get("ckpt_dir") or bundle / "models"))
     log_dir = Path(str(overrides.get("log_dir") or bundle / "runs"))
     seed = overrides.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SettingError(f"setting seed: expected a whole number >= 0, got {seed!r}; e.g. --seed 0")
+    check_settings({"seed": seed})  # each member's seed is counted from it
     plan = ensemble_plan(members, by, seed)
     folders = [ckpt_dir / "members" / f"member_{p['member']}" for p in plan]
     todo = [i for i, (p, f) in enumerate(zip(plan, folders)) if not _check_finished(f, p)]
