@@ -10,8 +10,9 @@ bundle with ``image_size`` 224, the architecture's standard width and stem and a
 this one process after warm-up:
 
 - ``engine``: what ``benchmarks/speed.py`` times: the bundle's inference preprocessing, the network at the bundle's
-  precision (``auto``: bf16 on CPU) and the sigmoid; with Grad-CAM, :func:`medclass.saliency.saliency_maps` of the
-  top label on top. The baseline of every ratio.
+  precision (``auto``: bf16 on CPU) and the sigmoid; with Grad-CAM, :func:`medclass.saliency.explain` at that
+  precision instead (one forward pass gives the probabilities and the top label's map). The baseline of every
+  ratio.
 - ``app``: the MONAI Label app's predict (:meth:`medclass.label.bundle.BundleModel.predict`, in-process as
   ``tests/label`` call it): the decisions at the stored thresholds, and with Grad-CAM the PNG map on the input
   image's grid written to a folder.
@@ -103,7 +104,7 @@ def engine_paths(bundle: Path, dcm: Path, runs: int, warmup: int) -> dict[str, d
     from medclass.bundle_tools import config_files
     from medclass.engines import autocast_context, resolve_precision
     from medclass.runtime import OnnxModel
-    from medclass.saliency import saliency_maps
+    from medclass.saliency import explain
 
     parser = ConfigWorkflow(config_file=config_files(bundle), workflow_type="inference", bundle_root=str(bundle),
                             input=str(dcm), logging_file=False).parser
@@ -126,9 +127,9 @@ def engine_paths(bundle: Path, dcm: Path, runs: int, warmup: int) -> dict[str, d
         return run
 
     def with_cam(precision: str):
-        def run():
-            x, p = probs(precision)()
-            return saliency_maps(net, x, targets=[int(p[0].argmax())], method="gradcam")
+        def run():  # one pass gives the probabilities and the top label's map
+            logits, maps = explain(net, image(), method="gradcam", precision=precision)
+            return torch.sigmoid(logits), maps
         return run
 
     def onnx_probs():

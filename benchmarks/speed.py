@@ -315,14 +315,15 @@ def phase_latency(args) -> dict:
            "file_to_probs_ms": round(1000 * median_seconds(predict, reps), 1),
            "forward_ms": round(1000 * median_seconds(lambda: forward_only(x), reps), 1)}
     try:
-        from medclass.saliency import saliency_maps
+        from medclass.saliency import explain
     except ImportError:
         out["gradcam_ms"] = None
         out["gradcam_note"] = "medclass.saliency not available"
     else:
         def with_cam():
-            item = preprocessing({"image": str(dcm), "id": "study"})
-            return saliency_maps(net, item["image"].as_tensor()[None], method="gradcam")
+            item = preprocessing({"image": str(dcm), "id": "study"})  # one pass: probabilities and the map
+            logits, maps = explain(net, item["image"].as_tensor()[None], method="gradcam", precision=precision)
+            return torch.sigmoid(logits), maps
 
         out["file_to_probs_and_gradcam_ms"] = round(1000 * median_seconds(with_cam, reps), 1)
     return out

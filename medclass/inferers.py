@@ -148,11 +148,15 @@ class PredictionInferer:
                 m.eval()
         return torch.cat(out, 0)
 
+    def single(self, network: torch.nn.Module) -> bool:
+        """Whether this inferer's output is ``network``'s own logits of one forward pass (no TTA, MC-dropout or
+        ensemble members to average)."""
+        return self.tta == "none" and not self.mc_dropout and not hasattr(unwrap_model(network), "members")
+
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Logits ``(B, C)`` of the averaged probabilities (the network's own logits when there is one sample)."""
         self.last_spread = None
-        single = self.tta == "none" and not self.mc_dropout and not hasattr(unwrap_model(network), "members")
-        if single or network.training:
+        if self.single(network) or network.training:
             return network(inputs, *args, **kwargs)
         probs = self.samples(inputs, network)
         self.last_spread = probs.std(0, unbiased=False)

@@ -220,3 +220,39 @@ def test_cell_centres_are_the_traced_placement():
     vit = build_classifier("vit", 2, 1, 2, image_size=(32, 48), patch_size=(8, 16), hidden_size=32, mlp_dim=64,
                            num_layers=1, num_heads=2).eval()
     assert cell_centres(vit, torch.randn(1, 1, 32, 48)) == [[3.5, 11.5, 19.5, 27.5], [7.5, 23.5, 39.5]]
+
+
+def _affine(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("src_affine, src_shape, dst_shape", [
+    # a 224 px map of a 1024 px radiograph (the bundle's resize)
+    ([[4.5714, 0, 0, 1.7857], [0, 4.5714, 0, 1.7857], [0, 0, 1, 0], [0, 0, 0, 1]], (224, 224), (1024, 1024)),
+    # a flip, an axis swap and a non-square grid that reaches past the destination's edges
+    ([[0, -2.0, 0, 60.5], [3.0, 0, 0, -1.0], [0, 0, 1, 0], [0, 0, 0, 1]], (30, 40), (70, 64)),
+    # 3D: anisotropic scales, a flip
+    ([[2, 0, 0, 0.5], [0, -1.5, 0, 40], [0, 0, 3, -1], [0, 0, 0, 1]], (16, 20, 12), (40, 32, 30)),
+])
+def test_axis_aligned_resampling_equals_monai(src_affine, src_shape, dst_shape):
+    from monai.data import MetaTensor
+    from monai.transforms import ResampleToMatch
+
+    from medclass.saliency import resample_axis_aligned
+
+    img = torch.rand((1, *src_shape), generator=torch.Generator().manual_seed(0))
+    dst = MetaTensor(torch.zeros((1, *dst_shape)), affine=torch.eye(4, dtype=torch.float64))
+    ref = ResampleToMatch(mode="bilinear", padding_mode="zeros")(MetaTensor(img, affine=_affine(src_affine)),
+                                                                  img_dst=dst)
+    out = resample_axis_aligned(img, _affine(src_affine), dst.affine, dst_shape)
+    assert out.shape == (1, *dst_shape)
+    assert torch.allclose(out, ref.as_tensor(), atol=1e-6)
+    assert float(out.abs().max()) > 0
+
+
+def test_axis_aligned_resampling_refuses_a_rotation():
+    from medclass.saliency import resample_axis_aligned
+
+    c, s = 0.8, 0.6
+    rotated = _affine([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    assert resample_axis_aligned(torch.rand(1, 8, 8), rotated, torch.eye(4, dtype=torch.float64), (8, 8)) is None

@@ -38,7 +38,7 @@ from medclass.files import atomic_write
 from medclass.label.safety import config_code
 from medclass.metrics import decisions
 from medclass.plan import PLAN_FILE, is_auto
-from medclass.saliency import saliency_maps
+from medclass.saliency import SaliencyMethod, resample_axis_aligned
 from medclass.transforms import input_geometry
 from medclass.vocab import flag, resolve_thresholds
 
@@ -162,17 +162,42 @@ class _Served:
         return cls(signature, get("preprocessing"), network, get("inferer"), get("postprocessing"), precision,
                    device)
 
+    def _batch(self, image: torch.Tensor) -> torch.Tensor:
+        plain = getattr(image, "as_tensor", None)  # MetaTensor -> Tensor, as the Evaluator's batches are
+        return (plain() if callable(plain) else torch.as_tensor(image)).unsqueeze(0).to(self.device)
+
+    def _probabilities_of(self, logits: torch.Tensor) -> np.ndarray:
+        pred = self.postprocessing({"pred": logits.float()[0]})["pred"]
+        return np.asarray(torch.as_tensor(pred).detach().float().cpu(), dtype=np.float64)
+
     def probabilities(self, image: torch.Tensor) -> np.ndarray:
         """``(C,)`` probabilities of one preprocessed image ``(C, *spatial)``, as the workflow's Evaluator computes
         them (eval mode, autocast at the bundle's precision, logits in fp32, then the post-processing)."""
-        plain = getattr(image, "as_tensor", None)  # MetaTensor -> Tensor, as the Evaluator's batches are
-        x = (plain() if callable(plain) else torch.as_tensor(image)).unsqueeze(0).to(self.device)
         with torch.no_grad(), autocast_context(self.precision, self.device):
-            logits = self.inferer(x, self.network)
+            logits = self.inferer(self._batch(image), self.network)
         spread = getattr(self.inferer, "last_spread", None)  # an ensemble / TTA / MC-dropout: the uncertainty
         self.uncertainty = spread[0].float().cpu().numpy() if isinstance(spread, torch.Tensor) else None
-        pred = self.postprocessing({"pred": logits.float()[0]})["pred"]
-        return np.asarray(torch.as_tensor(pred).detach().float().cpu(), dtype=np.float64)
+        return self._probabilities_of(logits)
+
+    def one_pass(self, method: SaliencyMethod) -> bool:
+        """Whether :meth:`probabilities_and_map` gives the probabilities from the map's own forward pass: a CAM
+        method and an inferer that averages nothing (no TTA, MC-dropout or ensemble)."""
+        single = getattr(self.inferer, "single", None)
+        return method.one_pass and callable(single) and single(self.network)
+
+    def probabilities_and_map(self, image: torch.Tensor, method: SaliencyMethod) -> tuple[np.ndarray, torch.Tensor]:
+        """``(C,)`` probabilities and the ``(1, 1, *spatial)`` map of the top label of one preprocessed image.
+
+        With :meth:`one_pass`, one forward pass at the bundle's precision gives both (its logits equal the
+        inference pass's); otherwise the probabilities as :meth:`probabilities`, then the map at that precision.
+        """
+        if self.one_pass(method):
+            self.uncertainty = None
+            logits, maps = method.explain(self.network, self._batch(image), precision=self.precision)
+            return self._probabilities_of(logits), maps
+        probs = self.probabilities(image)
+        maps = method.maps(self.network, self._batch(image), targets=[int(np.argmax(probs))], precision=self.precision)
+        return probs, maps
 
 
 class BundleModel:
@@ -293,6 +318,8 @@ class BundleModel:
             ``probability``, ``prediction`` (0/1), ``threshold``), ``probabilities`` and ``predictions`` by name,
             ``top_label``, ``positive`` (labels decided 1), ``uncertainty`` by name (an ensemble model, TTA or
             MC-dropout: the spread of the averaged probabilities) and, with saliency, ``saliency`` (label, method, shape).
+            ``latency_s`` gives ``inference`` seconds and, with saliency, ``saliency`` (writing the map file): a
+            Grad-CAM / Grad-CAM++ map comes from the prediction's own forward pass, so ``inference`` includes it.
 
         Raises:
             InputImageError: the image cannot be read or does not suit the bundle (message names the problem).
@@ -312,7 +339,11 @@ class BundleModel:
             if user is not None:
                 raise InputImageError(str(user)) from exc
             raise
-        probs = served.probabilities(pre)
+        explained = SaliencyMethod.of(method) if flag(saliency, "saliency") else None
+        if explained is None:
+            probs, maps = served.probabilities(pre), None
+        else:  # a CAM comes from the prediction's own forward pass (:meth:`_Served.probabilities_and_map`)
+            probs, maps = served.probabilities_and_map(pre, explained)
         thresholds = resolve_thresholds(None, served.network, self.label_names)
         dec = decisions(probs.reshape(1, -1), thresholds, self.task)[0]
         labels = [
@@ -333,33 +364,36 @@ class BundleModel:
         if served.uncertainty is not None:
             result["uncertainty"] = {n: float(u) for n, u in zip(self.label_names, served.uncertainty)}
         saliency_file = None
-        if flag(saliency, "saliency"):
+        if explained is not None:
             t1 = time.perf_counter()
-            saliency_file, shape = self._saliency(served.network, pre, top, method, served.reader, image,
-                                                  Path(out_dir) if out_dir else None, fmt, saliency_threshold)
+            saliency_file, shape = self._saliency(maps, pre, served.reader, image, Path(out_dir) if out_dir else None,
+                                                  fmt, saliency_threshold)
             result["saliency"] = {"label": self.label_names[top], "method": method, "shape": shape, "format": fmt}
             if fmt == "mask":
                 result["saliency"]["threshold"] = saliency_threshold
             result["latency_s"]["saliency"] = round(time.perf_counter() - t1, 4)
         return result, saliency_file
 
-    def _saliency(self, network, pre, target: int, method: str, reader, image: Path, out_dir: Path | None,
+    def _saliency(self, maps: torch.Tensor, pre, reader, image: Path, out_dir: Path | None,
                   fmt: str, threshold: float) -> tuple[str, list[int]]:
-        """The saliency map of label ``target`` on the input image's grid (see :meth:`predict` for ``fmt``)."""
+        """The saliency map ``maps`` ``(1, 1, *spatial)`` of ``pre`` written on the input image's grid (see
+        :meth:`predict` for ``fmt``)."""
         from monai.data import MetaTensor
         from monai.transforms import ResampleToMatch
 
-        x = pre.unsqueeze(0) if pre.dim() == self.spatial_dims + 1 else pre
-        param = next(network.parameters())
-        maps = saliency_maps(network, x.to(param.device), targets=[target], method=method)  # (1, 1, *spatial)
         # the map lives on the preprocessed grid (affine tracked by the bundle's transforms); resample it onto
         # the grid the bundle's reader gives the raw input (its shape and affine)
         raw = reader({"image": str(image), "id": "input"})["image"]
         pre_affine = pre.affine if hasattr(pre, "affine") else raw.affine
-        m = MetaTensor(maps[0].float(), affine=torch.as_tensor(pre_affine, dtype=torch.float64))
-        if tuple(m.shape[1:]) != tuple(raw.shape[1:]) or not torch.allclose(
-                torch.as_tensor(pre_affine, dtype=torch.float64), raw.affine.to(torch.float64)):
-            m = ResampleToMatch(mode="bilinear", padding_mode="zeros")(m, img_dst=raw)
+        src_affine = torch.as_tensor(pre_affine, dtype=torch.float64)
+        m = maps[0].float()
+        if tuple(m.shape[1:]) != tuple(raw.shape[1:]) or not torch.allclose(src_affine, raw.affine.to(torch.float64)):
+            # a resize / flip / axis swap (what preprocessing does): per-axis weights; anything else: MONAI's grid
+            moved = resample_axis_aligned(m, src_affine, raw.affine, raw.shape[1:])
+            if moved is None:
+                moved = ResampleToMatch(mode="bilinear", padding_mode="zeros")(MetaTensor(m, affine=src_affine),
+                                                                               img_dst=raw)
+            m = moved
         arr = np.clip(np.asarray(m.detach().cpu())[0], 0.0, 1.0).astype(np.float32)
         out_dir = out_dir or Path(tempfile.mkdtemp(prefix="medclass-saliency-"))
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -367,7 +401,8 @@ class BundleModel:
             from PIL import Image
 
             path = out_dir / f"saliency_{uuid.uuid4().hex[:8]}.png"
-            Image.fromarray(np.round(arr * 255.0).astype(np.uint8)).save(path)
+            # fast zlib level: at 1024x1024 the default level took 21 ms, more than the rest of the map's writing
+            Image.fromarray(np.round(arr * 255.0).astype(np.uint8)).save(path, compress_level=1)
         else:  # NIfTI on the input's own voxel grid and affine: a viewer lays it over the image it came from
             import nibabel as nib
 

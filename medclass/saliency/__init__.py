@@ -7,6 +7,9 @@ One entry point, :func:`saliency_maps`, returns maps with exactly the input's sp
     from medclass.saliency import saliency_maps
     maps = saliency_maps(model, images, targets=["nodule"], method="gradcam")   # (B, 1, H, W[, D])
 
+:func:`explain` returns the logits with the maps, from the prediction's own forward pass for the CAMs (pass the
+``precision`` the model predicts at): probabilities and a Grad-CAM map cost about one inference pass.
+
 What sets it apart from ``monai.visualize`` and pytorch-grad-cam:
 
 * batch size > 1 for every method (gradients of the summed target scores: in eval mode each image's score
@@ -34,20 +37,30 @@ Modules: :mod:`~medclass.saliency.maps` (:func:`saliency_maps`, :class:`Saliency
 
 from __future__ import annotations
 
-from medclass.saliency.geometry import UPSAMPLING, Geometry, cell_centres, trace_geometry, upsample
+from medclass.saliency.geometry import (
+    UPSAMPLING,
+    Geometry,
+    cell_centres,
+    resample_axis_aligned,
+    trace_geometry,
+    upsample,
+)
 from medclass.saliency.maps import (
     METHOD_OPTIONS,
     METHODS,
     SaliencyMethod,
     canonical_method,
     check_options,
+    explain,
+    record_maps,
     saliency_maps,
 )
-from medclass.saliency.methods import CAM_WEIGHTINGS
+from medclass.saliency.methods import CAM_WEIGHTINGS, CamRecord, cam_forward
 from medclass.saliency.targets import model_state, normalize_maps, resolve_target_layer, resolve_targets, to_spatial
 
 __all__ = [
-    "CAM_WEIGHTINGS", "Geometry", "METHODS", "METHOD_OPTIONS", "SaliencyMethod", "UPSAMPLING", "canonical_method",
-    "cell_centres", "check_options", "model_state", "normalize_maps", "resolve_target_layer", "resolve_targets",
-    "saliency_maps", "to_spatial", "trace_geometry", "upsample",
+    "CAM_WEIGHTINGS", "CamRecord", "Geometry", "METHODS", "METHOD_OPTIONS", "SaliencyMethod", "UPSAMPLING",
+    "canonical_method", "cam_forward", "cell_centres", "check_options", "explain", "model_state", "normalize_maps",
+    "record_maps", "resample_axis_aligned", "resolve_target_layer", "resolve_targets", "saliency_maps", "to_spatial",
+    "trace_geometry", "upsample",
 ]

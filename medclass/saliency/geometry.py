@@ -14,7 +14,10 @@ import torch.nn.functional as F
 
 from medclass.saliency.targets import model_state, plain, resolve_target_layer
 
-__all__ = ["UPSAMPLING", "Geometry", "cell_centres", "is_sliding_window", "per_dim", "trace_geometry", "upsample"]
+__all__ = [
+    "UPSAMPLING", "Geometry", "cell_centres", "is_sliding_window", "per_dim", "resample_axis_aligned", "trace_geometry",
+    "upsample",
+]
 
 
 UPSAMPLING = ("receptive-field", "uniform")
@@ -141,3 +144,53 @@ def upsample(maps: torch.Tensor, size: Sequence[int], geometry: Geometry | None 
         w = (pos - i0).to(out.dtype).view([-1 if a == dim else 1 for a in range(out.dim())])
         out = out.index_select(dim, i0) * (1 - w) + out.index_select(dim, i1) * w
     return out
+
+
+def resample_axis_aligned(image: torch.Tensor, src_affine: Any, dst_affine: Any,
+                          dst_shape: Sequence[int]) -> torch.Tensor | None:
+    """``image`` ``(C, *src)`` on the voxel grid of ``dst_affine`` / ``dst_shape`` by linear interpolation (zero
+    outside the source), when each destination axis runs along one source axis (a scale, shift, flip or axis
+    swap: how preprocessing resizes and re-orients an image); ``None`` when the grids are rotated or sheared
+    against each other (use ``monai.transforms.ResampleToMatch`` then).
+
+    The result equals ``ResampleToMatch(mode="bilinear", padding_mode="zeros")`` (checked by the tests) at a
+    fraction of its cost: one small weight matrix per axis instead of a sampling grid the size of the output
+    (a 224 px map onto a 1024 px radiograph: about 2 ms instead of 13 ms).
+
+    Args:
+        image: ``(C, *src)`` float tensor.
+        src_affine, dst_affine: voxel-to-world matrices ``(N+1, N+1)`` or larger (MONAI keeps 4x4 for 2D images;
+            the extra axes must not mix with the spatial ones).
+        dst_shape: the destination's spatial shape.
+    """
+    nd = image.dim() - 1
+    src = torch.as_tensor(src_affine, dtype=torch.float64)
+    dst = torch.as_tensor(dst_affine, dtype=torch.float64)
+    if src.shape != dst.shape or src.shape[0] < nd + 1 or len(dst_shape) != nd:
+        return None
+    m = torch.linalg.inv(src) @ dst  # destination index -> source index
+    r = m.shape[0] - 1
+    lin, shift = m[:nd, :nd], m[:nd, r]
+    if r > nd and bool((m[:nd, nd:r].abs() > 1e-9).any()):
+        return None
+    nonzero = lin.abs() > 1e-9
+    if not (bool((nonzero.sum(0) == 1).all()) and bool((nonzero.sum(1) == 1).all())):
+        return None
+    out = image.to(torch.float32)
+    order = []
+    for s in range(nd):  # source axis s: which destination axis runs along it, and how
+        d = int(nonzero[s].nonzero()[0])
+        n_in, n_out = out.shape[s + 1], int(dst_shape[d])
+        pos = lin[s, d] * torch.arange(n_out, dtype=torch.float64) + shift[s]
+        i0 = pos.floor()
+        frac = pos - i0
+        weights = torch.zeros(n_out, n_in + 2, dtype=torch.float64)  # columns 0 and n_in + 1: outside (zero)
+        rows = torch.arange(n_out)
+        for idx, w in ((i0, 1 - frac), (i0 + 1, frac)):
+            col = (idx.clamp(-1, n_in) + 1).long()  # -1 and n_in land in the outside columns
+            weights.index_put_((rows, col), w, accumulate=True)
+        out = torch.movedim(torch.tensordot(out, weights[:, 1:-1].float(), dims=([s + 1], [1])), -1, s + 1)
+        order.append(d)
+    # axis s + 1 now holds destination axis order[s]: put them in destination order
+    perm = [0] + [1 + order.index(d) for d in range(nd)]
+    return out.permute(perm).to(image.dtype).contiguous()

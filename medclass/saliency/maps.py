@@ -4,7 +4,7 @@ one checked object (what :class:`medclass.handlers.SaliencyHandler` and the labe
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,12 +12,15 @@ import torch
 import torch.nn as nn
 
 from medclass.saliency.geometry import UPSAMPLING, upsample
-from medclass.saliency.methods import cam, input_gradients, occlusion, rollout
+from medclass.saliency.methods import CamRecord, cam_forward, cam_maps, input_gradients, occlusion, rollout
 from medclass.saliency.targets import model_state, normalize_maps, plain, resolve_target_layer, resolve_targets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "METHOD_OPTIONS", "SaliencyMethod", "canonical_method", "check_options", "saliency_maps"]
+__all__ = [
+    "METHODS", "METHOD_OPTIONS", "SaliencyMethod", "canonical_method", "check_options", "explain", "record_maps",
+    "saliency_maps",
+]
 
 METHODS = ("gradcam", "gradcam++", "occlusion", "vanilla", "smoothgrad", "rollout")
 """Saliency methods understood by :func:`saliency_maps` (``rollout`` is ViT only; the CAMs work on ViT tokens)."""
@@ -64,6 +67,7 @@ def saliency_maps(
     targets: Any = None,
     method: str = "gradcam",
     target_layer: str | nn.Module | None = None,
+    precision: str = "fp32",
     **method_kwargs: Any,
 ) -> torch.Tensor:
     """Saliency maps of a batch for chosen target labels.
@@ -82,6 +86,8 @@ def saliency_maps(
             ``"rollout"`` (ViT attention rollout; target independent).
         target_layer: Grad-CAM layer: ``None`` for the model's own (``model.target_layer``: densenet
             ``features.norm5``, resnet ``layer3``, vit last block ``norm1``), a dotted module name or a module.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16``: the autocast the model runs under while the maps are
+            computed; pass the precision the model predicts at (a bundle's ``precision``) to explain that prediction.
         **method_kwargs: ``gradcam``/``gradcam++``: ``upsample``, how the layer's grid is resized to the input:
             ``"receptive-field"`` (default: each cell's value is placed at its receptive field's centre, traced
             through the network's convolutions and poolings) or ``"uniform"`` (cells tile the input evenly, as in
@@ -97,9 +103,37 @@ def saliency_maps(
 
     Raises:
         ValueError: unknown method or option, wrong ``target_layer`` (lists the valid names), unknown target
-            label, an image tensor of the wrong rank, ``rollout`` on a CNN.
+            label, an image tensor of the wrong rank, ``rollout`` on a CNN, an unknown precision.
         TypeError: ``images`` is not a tensor.
     """
+    return _compute(model, images, targets, method, target_layer, precision, method_kwargs, want_logits=False)[1]
+
+
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: Any = None,
+    method: str = "gradcam",
+    target_layer: str | nn.Module | None = None,
+    precision: str = "fp32",
+    **method_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits and the saliency maps of a batch, from one forward pass where the method allows.
+
+    For ``gradcam`` and ``gradcam++`` the pass that computes the maps is the prediction itself (the layers before
+    the Grad-CAM layer run as in inference, without recording gradients), so probabilities and maps cost about one
+    inference pass: what a viewer asking for both needs. Other methods add a plain forward pass for the logits.
+    Arguments as for :func:`saliency_maps`; ``targets=None`` explains each image's top-scoring label of these logits.
+
+    Returns:
+        ``(logits, maps)``: the logits ``(B, num_classes)`` in float32 on the model's device, detached, computed at
+        ``precision``; the maps as :func:`saliency_maps` returns them.
+    """
+    return _compute(model, images, targets, method, target_layer, precision, method_kwargs, want_logits=True)
+
+
+def _compute(model, images, targets, method, target_layer, precision, method_kwargs, want_logits: bool):
+    """``(logits or None, maps)``: :func:`saliency_maps` and :func:`explain`."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a tensor (B, C, *spatial), got {type(images).__name__}")
     method = canonical_method(method)
@@ -113,11 +147,13 @@ def saliency_maps(
         logger.debug("target_layer is ignored by method %s", method)
     members = getattr(model, "members", None)
     if isinstance(members, nn.ModuleList):  # an ensemble: the mean of its members' maps for the ensemble's targets
-        with model_state(model), torch.no_grad():
+        with model_state(model, precision), torch.no_grad():
             param = next(model.parameters())
-            idx = resolve_targets(model, targets, model(plain(images).detach().float().to(param.device)))
-        return torch.stack([saliency_maps(m, images, idx, method, target_layer, **method_kwargs)
+            logits = model(plain(images).detach().float().to(param.device)).detach().float()
+            idx = resolve_targets(model, targets, logits)
+        maps = torch.stack([saliency_maps(m, images, idx, method, target_layer, precision, **method_kwargs)
                             for m in members]).mean(0)
+        return (logits if want_logits else None), maps
     upsample_mode = str(method_kwargs.get("upsample", "receptive-field"))
     size = tuple(images.shape[2:])
     param = next(model.parameters(), None)
@@ -125,42 +161,56 @@ def saliency_maps(
     if param is not None:
         x = x.to(param.device)
     x = x.clone()
-    geometry = None
-    with model_state(model):
+    logits = None
+    with model_state(model, precision):
         if method in ("gradcam", "gradcam++"):
-            layer = resolve_target_layer(model, target_layer)
-            x.requires_grad_(True)
-            raw, _, _, geometry = cam(model, x, targets, layer, method, spatial_dims)
-            if upsample_mode == "uniform":
-                geometry = None
-        elif method == "vanilla":
-            raw, _, _ = input_gradients(model, x, targets, 1, 0.0, None)
-        elif method == "smoothgrad":
-            raw, _, _ = input_gradients(
-                model,
-                x,
-                targets,
-                int(method_kwargs.get("n_samples", 16)),
-                float(method_kwargs.get("noise", 0.15)),
-                method_kwargs.get("seed", 0),
-            )
-        elif method == "occlusion":
-            raw, _, _ = occlusion(
-                model,
-                x,
-                targets,
-                method_kwargs.get("window"),
-                method_kwargs.get("stride"),
-                int(method_kwargs.get("chunk", 64)),
-                str(method_kwargs.get("baseline", "mean")),
-            )
+            record = cam_forward(model, x, resolve_target_layer(model, target_layer))
+            logits = record.logits
+            maps = record_maps(model, record, targets, size, method, upsample_mode)
         else:
-            fusion = str(method_kwargs.get("head_fusion", "mean"))
-            if fusion not in ("mean", "max"):
-                raise ValueError(f"head_fusion must be 'mean' or 'max', got {fusion!r}")
-            raw, _, _ = rollout(model, x, targets, float(method_kwargs.get("discard_ratio", 0.0)), fusion)
-        maps = normalize_maps(upsample(raw.detach().float(), size, geometry))
-    return maps.cpu().contiguous()
+            if want_logits:  # the methods below score their own perturbed passes: the prediction is one more
+                with torch.no_grad():
+                    logits = model(x)
+                targets = resolve_targets(model, targets, logits)
+            raw = _other_method(model, x, targets, method, method_kwargs)
+            maps = normalize_maps(upsample(raw.detach().float(), size, None))
+    if want_logits:
+        logits = logits.detach().float()
+    return logits, maps.cpu().contiguous()
+
+
+def record_maps(model: nn.Module, record: CamRecord, targets: Any, size: Sequence[int], method: str = "gradcam",
+                upsample_mode: str = "receptive-field") -> torch.Tensor:
+    """The maps ``(B, T, *size)`` in ``[0, 1]`` of a CAM method from a :func:`~medclass.saliency.methods.cam_forward`
+    pass of ``model`` (a pass someone else ran: the inference workflow's own, see
+    :class:`medclass.handlers.SaliencyHandler`).
+
+    Args:
+        targets: as for :func:`saliency_maps`, resolved on the record's logits.
+        size: the input's spatial shape (the maps are upsampled to it).
+        method: ``gradcam`` or ``gradcam++``.
+        upsample_mode: see ``upsample`` in :func:`saliency_maps`.
+    """
+    spatial_dims = len(size)
+    idx = resolve_targets(model, targets, record.logits)
+    raw, geometry = cam_maps(record, idx, method, model, spatial_dims, size)
+    return normalize_maps(upsample(raw.detach().float(), tuple(size), None if upsample_mode == "uniform" else geometry))
+
+
+def _other_method(model, x, targets, method: str, method_kwargs) -> torch.Tensor:
+    """Raw maps of the methods other than the CAMs."""
+    if method == "vanilla":
+        return input_gradients(model, x, targets, 1, 0.0, None)[0]
+    if method == "smoothgrad":
+        return input_gradients(model, x, targets, int(method_kwargs.get("n_samples", 16)),
+                               float(method_kwargs.get("noise", 0.15)), method_kwargs.get("seed", 0))[0]
+    if method == "occlusion":
+        return occlusion(model, x, targets, method_kwargs.get("window"), method_kwargs.get("stride"),
+                         int(method_kwargs.get("chunk", 64)), str(method_kwargs.get("baseline", "mean")))[0]
+    fusion = str(method_kwargs.get("head_fusion", "mean"))
+    if fusion not in ("mean", "max"):
+        raise ValueError(f"head_fusion must be 'mean' or 'max', got {fusion!r}")
+    return rollout(model, x, targets, float(method_kwargs.get("discard_ratio", 0.0)), fusion)[0]
 
 
 @dataclass(frozen=True)
@@ -198,7 +248,19 @@ class SaliencyMethod:
             return cls(**method)
         return cls(str(method))
 
-    def maps(self, model: nn.Module, images: torch.Tensor, targets: Any = None) -> torch.Tensor:
+    @property
+    def one_pass(self) -> bool:
+        """Whether the maps come from the prediction's own forward pass (:func:`explain`): the CAMs."""
+        return self.name in ("gradcam", "gradcam++")
+
+    def maps(self, model: nn.Module, images: torch.Tensor, targets: Any = None,
+             precision: str = "fp32") -> torch.Tensor:
         """:func:`saliency_maps` of ``images`` with this method's settings."""
         return saliency_maps(model, images, targets=targets, method=self.name, target_layer=self.target_layer,
-                             **self.options)
+                             precision=precision, **self.options)
+
+    def explain(self, model: nn.Module, images: torch.Tensor, targets: Any = None,
+                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`explain` (logits and maps) of ``images`` with this method's settings."""
+        return explain(model, images, targets=targets, method=self.name, target_layer=self.target_layer,
+                       precision=precision, **self.options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,10 @@ from medclass.saliency.targets import gather_scores, resolve_targets, to_spatial
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CAM_WEIGHTINGS", "cam", "input_gradients", "occlusion", "occlusion_windows", "rollout"]
+__all__ = [
+    "CAM_WEIGHTINGS", "CamRecord", "cam", "cam_forward", "cam_maps", "input_gradients", "occlusion",
+    "occlusion_windows", "rollout",
+]
 
 
 CAM_WEIGHTINGS = ("gradcam", "gradcam++", "hirescam", "layercam")
@@ -26,52 +30,101 @@ or LayerCAM (``relu(g) * A`` per cell, Jiang et al. 2021). The last two are scor
 not offered by :func:`saliency_maps`."""
 
 
-def cam(model, x, targets, layer, weighting: str, spatial_dims: int):
-    """CAMs ``(B, T, *grid)`` of ``weighting`` (:data:`CAM_WEIGHTINGS`) on ``layer`` = ``(name, module)``, with the
-    logits, the target indices and the grid's traced ``(stride, offset)`` per dim (``None``: no traced grid)."""
+class CamRecord(NamedTuple):
+    """What one forward pass leaves for CAMs: :func:`cam_forward`'s result, read by :func:`cam_maps`.
+
+    Attributes:
+        logits: the model's output ``(B, num_classes)``, still attached to the graph from ``act``.
+        act: the target layer's output as the layers after it saw it, with a graph from it to ``logits`` only.
+        name: the target layer's name (for messages).
+        grid_geometry: ``(stride, offset)`` per dim of every feature grid the pass made, keyed by grid shape
+            (:func:`medclass.saliency.geometry.trace_geometry`).
+    """
+
+    logits: torch.Tensor
+    act: torch.Tensor
+    name: str
+    grid_geometry: dict
+
+
+def cam_forward(model, x, layer) -> CamRecord:
+    """One forward pass of ``model`` on ``x`` that keeps what CAMs on ``layer`` = ``(name, module)`` need.
+
+    The layers before the target layer run without recording gradients (a CAM needs the target score's gradient
+    on the layer's output only, never on the input or the weights); from the layer on, gradients are recorded.
+    The pass costs about what an inference pass costs, and its logits are the model's prediction, so one pass
+    gives both the probabilities and the maps. Runs under the caller's autocast, if any.
+
+    Raises:
+        ValueError: the layer was not called in the forward pass.
+    """
     name, module = layer
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m, _i, out):
-        store["act"] = out[0] if isinstance(out, (tuple, list)) else out
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        torch.set_grad_enabled(True)  # restored when the enclosing no_grad block ends
+        # a clone, not the leaf itself: the next layer may work in place (DenseNet's ReLU), as on the layer's output
+        act = first.detach().requires_grad_(True).clone()
+        store["act"] = act
+        if isinstance(out, tuple):
+            return (act, *out[1:])
+        if isinstance(out, list):
+            return [act, *out[1:]]
+        return act
 
     handle = module.register_forward_hook(hook)
     try:
-        with trace_geometry(model, x) as geo:
+        with trace_geometry(model, x) as geo, torch.no_grad():
             logits = model(x)
     finally:
         handle.remove()
     if "act" not in store:
         raise ValueError(f"target layer {name!r} was not called in the forward pass")
-    act = store["act"]
-    if not act.requires_grad:
-        raise ValueError(f"target layer {name!r} output does not depend on the input (no gradient)")
-    idx = resolve_targets(model, targets, logits)
-    spatial_act = to_spatial(act, model, spatial_dims, name).detach().float()
+    return CamRecord(logits, store["act"], name, geo)
+
+
+def cam_maps(record: CamRecord, idx: torch.Tensor, weighting: str, model, spatial_dims: int, input_shape):
+    """CAMs ``(B, T, *grid)`` of ``weighting`` (:data:`CAM_WEIGHTINGS`) for the target indices ``idx`` ``(B, T)``
+    from a :func:`cam_forward` record, and the grid's traced ``(stride, offset)`` per dim (``None``: no traced
+    grid; ``input_shape`` is the input's spatial shape)."""
+    name = record.name
+    spatial_act = to_spatial(record.act, model, spatial_dims, name).detach().float()
     cams = []
     n_t = idx.shape[1]
-    for t in range(n_t):
-        (g,) = torch.autograd.grad(gather_scores(logits, idx, t), act, retain_graph=t < n_t - 1)
-        g = to_spatial(g, model, spatial_dims, name).float()
-        red = tuple(range(2, g.dim()))
-        if weighting == "gradcam++":
-            g2, g3 = g.pow(2), g.pow(3)
-            sum_a = spatial_act.sum(dim=red, keepdim=True)
-            denom = 2 * g2 + sum_a * g3
-            alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), 0.0)
-            w = (alpha * F.relu(g)).sum(dim=red, keepdim=True)
-        elif weighting == "hirescam":
-            w = g
-        elif weighting == "layercam":
-            w = F.relu(g)
-        else:
-            w = g.mean(dim=red, keepdim=True)
-        cams.append(F.relu((w * spatial_act).sum(dim=1)))
-    geometry = geo.get(tuple(spatial_act.shape[2:]))
-    if geometry is None and tuple(spatial_act.shape[2:]) != tuple(x.shape[2:]):
-        logger.debug("no convolution/pooling made the %s grid of %r: upsampling it uniformly",
-                     tuple(spatial_act.shape[2:]), name)
-    return torch.stack(cams, dim=1), logits.detach(), idx, geometry
+    with torch.enable_grad():
+        for t in range(n_t):
+            (g,) = torch.autograd.grad(gather_scores(record.logits, idx, t), record.act, retain_graph=t < n_t - 1)
+            g = to_spatial(g, model, spatial_dims, name).float()
+            red = tuple(range(2, g.dim()))
+            if weighting == "gradcam++":
+                g2, g3 = g.pow(2), g.pow(3)
+                sum_a = spatial_act.sum(dim=red, keepdim=True)
+                denom = 2 * g2 + sum_a * g3
+                alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), 0.0)
+                w = (alpha * F.relu(g)).sum(dim=red, keepdim=True)
+            elif weighting == "hirescam":
+                w = g
+            elif weighting == "layercam":
+                w = F.relu(g)
+            else:
+                w = g.mean(dim=red, keepdim=True)
+            cams.append(F.relu((w * spatial_act).sum(dim=1)))
+    grid = tuple(spatial_act.shape[2:])
+    geometry = record.grid_geometry.get(grid)
+    if geometry is None and grid != tuple(input_shape):
+        logger.debug("no convolution/pooling made the %s grid of %r: upsampling it uniformly", grid, name)
+    return torch.stack(cams, dim=1), geometry
+
+
+def cam(model, x, targets, layer, weighting: str, spatial_dims: int):
+    """CAMs ``(B, T, *grid)`` of ``weighting`` (:data:`CAM_WEIGHTINGS`) on ``layer`` = ``(name, module)``, with the
+    logits, the target indices and the grid's traced ``(stride, offset)`` per dim (``None``: no traced grid): one
+    :func:`cam_forward` pass, then :func:`cam_maps`."""
+    record = cam_forward(model, x, layer)
+    idx = resolve_targets(model, targets, record.logits)
+    maps, geometry = cam_maps(record, idx, weighting, model, spatial_dims, x.shape[2:])
+    return maps, record.logits.detach(), idx, geometry
 
 
 def input_gradients(model, x, targets, n_samples: int, noise: float, seed: int | None):

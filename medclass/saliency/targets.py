@@ -15,8 +15,8 @@ import torch.nn as nn
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "gather_scores", "model_label_names", "model_state", "normalize_maps", "plain", "resolve_target_layer",
-    "resolve_targets", "to_spatial",
+    "PRECISION_DTYPES", "gather_scores", "model_label_names", "model_state", "normalize_maps", "plain",
+    "resolve_target_layer", "resolve_targets", "to_spatial",
 ]
 
 
@@ -141,14 +141,28 @@ def resolve_target_layer(model: nn.Module, target_layer: str | nn.Module | None)
     return target_layer, modules[target_layer]
 
 
+#: autocast dtype of each precision :func:`model_state` takes (``fp32``: no autocast)
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @contextlib.contextmanager
-def model_state(model: nn.Module):
-    """Eval mode, fp32 (no autocast), gradients enabled; restores the train/eval mode of every submodule."""
+def model_state(model: nn.Module, precision: str = "fp32"):
+    """Eval mode, gradients enabled, and autocast at ``precision`` (``fp32``: none; ``bf16``/``fp16``: the
+    precision the model predicts at, so that maps explain that prediction); restores the train/eval mode of every
+    submodule.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISION_DTYPES:
+        raise ValueError(f"precision must be one of {list(PRECISION_DTYPES)}, got {precision!r}")
+    dtype = PRECISION_DTYPES[precision]
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         dev = next((p.device.type for p in model.parameters()), "cpu")
-        with torch.enable_grad(), torch.autocast(device_type=dev, enabled=False):
+        with torch.enable_grad(), torch.autocast(device_type=dev, dtype=dtype or torch.bfloat16,
+                                                 enabled=dtype is not None):
             yield
     finally:
         for m, mode in modes.items():
