@@ -365,3 +365,41 @@ def test_set_values_keeps_comments_and_does_not_stack_notes():
     assert twice.count(MARK) == 2 and f"{MARK} study 's' trial 2, was 2.5\na: 3    # the a" in twice
     with pytest.raises(SettingError, match="spans several lines"):
         set_values("a:\n  - 1\n  - 2\n", {"a": [3]}, "x")
+
+
+def test_a_failed_trial_is_recorded_and_the_worker_goes_on(tmp_path, phantoms, capsys, monkeypatch):
+    import medclass.tuning.trials as trials
+
+    calls = []
+
+    def training(bundle, settings, reporter=None, on_built=None):  # trial 0 diverges, trial 1 validates
+        calls.append(settings)
+        if len(calls) == 1:
+            raise FloatingPointError("5 consecutive non-finite steps")
+        reporter.report(1, 0.75)
+
+    monkeypatch.setattr(trials, "run_training", training)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    assert _tune(BUNDLE, "--space", _space_file(tmp_path, SPACE), "--storage", storage, "--workdir", tmp_path / "w",
+                 "--trials", 2, "--dataset_dir", phantoms, *TINY) == 0
+    study = optuna.load_study(study_name=BUNDLE.name, storage=open_storage(storage))
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"] and study.best_value == 0.75
+    assert "non-finite" in (tmp_path / "w" / "trial_0000" / "error.log").read_text()
+    out = capsys.readouterr().out
+    assert "trial 0: FAIL" in out and "trial 1: COMPLETE" in out
+
+
+def test_a_setting_error_in_a_trial_stops_the_worker(tmp_path, phantoms, capsys, monkeypatch):
+    import medclass.tuning.trials as trials
+
+    calls = []
+
+    def training(bundle, settings, reporter=None, on_built=None):
+        calls.append(settings)
+        raise SettingError("--datalist: no such file")
+
+    monkeypatch.setattr(trials, "run_training", training)
+    storage = f"journal:{tmp_path / 's.journal'}"
+    assert _tune(BUNDLE, "--space", _space_file(tmp_path, SPACE), "--storage", storage, "--workdir", tmp_path / "w",
+                 "--trials", 3, "--dataset_dir", phantoms, *TINY) == 1
+    assert len(calls) == 1 and "no such file" in capsys.readouterr().err

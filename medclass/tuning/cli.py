@@ -28,7 +28,7 @@ from medclass.run_cli import parse_overrides
 from medclass.runs import jsonable
 from medclass.tuning.space import load_space, parse_space
 from medclass.tuning.storage import STUDY_ATTR, open_storage, open_study, trials_table
-from medclass.tuning.trials import METRIC, TUNE_SETS, TrialObjective, preflight
+from medclass.tuning.trials import METRIC, TUNE_SETS, TrialFailed, TrialObjective, preflight
 from medclass.tuning.writeback import write_best
 
 __all__ = ["main", "build_parser"]
@@ -147,7 +147,7 @@ def tune(args, fixed: dict[str, Any]) -> int:
           flush=True)
     if args.trials > 0:
         study.optimize(objective, n_trials=args.trials, timeout=args.timeout, gc_after_trial=True,
-                       callbacks=[_print_trial])
+                       callbacks=[_print_trial], catch=(TrialFailed,))
     trials = study.get_trials(deepcopy=False)
     print(trials_table(trials, list(dict.fromkeys([*space.names(), *(k for t in trials for k in t.params)]))))
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]

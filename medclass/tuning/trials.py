@@ -21,11 +21,14 @@ from ignite.engine import Engine, Events
 
 from medclass.bundle_tools import WORKFLOW_FILES, config_files
 from medclass.data.split import patient_key
-from medclass.errors import SettingError
+from medclass.errors import MedclassError, SettingError
 from medclass.files import atomic_json
 from medclass.tuning.space import SearchSpace
 
-__all__ = ["TrialReporter", "TrialObjective", "check_validation_not_test", "preflight", "run_training", "TUNE_SETS"]
+__all__ = [
+    "TrialFailed", "TrialReporter", "TrialObjective", "check_validation_not_test", "preflight", "run_training",
+    "TUNE_SETS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,12 @@ class TrialReporter:
             logger.info("trial %s: %s", getattr(self.trial, "number", "?"), exc)
             self.pruned = exc
             trainer.terminate()
+
+
+class TrialFailed(Exception):
+    """A trial whose training failed for its own settings (a diverged run's non-finite loss, out of memory): it is
+    recorded as FAIL and the worker goes on with the next trial. Anything else (a setting error, a folder in use, a
+    full disk, Ctrl-C) stops the worker."""
 
 
 def _keys(items: Sequence[Mapping[str, Any]]) -> dict[str, set[str]]:
@@ -277,8 +286,11 @@ class TrialObjective:
         with _TrialLog(folder / "train.log", self.verbose) as log:
             try:
                 run_training(self.bundle, settings, reporter, on_built=log.capture)
-            except BaseException:
+            except BaseException as exc:
                 (folder / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                if isinstance(exc, (FloatingPointError, RuntimeError)) and not isinstance(exc, MedclassError):
+                    # this trial's settings failed (diverged, out of memory): the worker goes on with the next
+                    raise TrialFailed(f"trial {trial.number} failed: {exc} (see {folder / 'error.log'})") from exc
                 raise
         if reporter.pruned is not None:
             raise reporter.pruned
