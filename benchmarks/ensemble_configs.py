@@ -10,8 +10,10 @@ Kept apart from quality.py so its recipe can change without touching this; quali
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -28,22 +30,67 @@ def active(args) -> bool:
     return args.ensemble > 1 or args.tta is not None
 
 
-def train(bundle: Path, overrides: dict, args, run_workflow: Callable) -> dict:
-    """Train the ensemble (``args.ensemble`` >= 2) member by member; returns training figures."""
-    from medclass.ensembles import train_ensemble
+#: written by :func:`train` in each member's folder: its training seconds and epochs
+SECONDS_FILE = "train_seconds.json"
 
-    seconds: list[float] = []
-    epochs: list[int] = []
+
+def reuse_members(ckpt_dir: Path, plan: list[dict], earlier: Sequence[Path]) -> list[int]:
+    """Copy into this ensemble's member folders the finished members of earlier runs' seed ensembles that were
+    trained with the same seed; returns the members reused.
+
+    ``--seeds 3 --ensemble 3`` makes the ensembles of seeds 0-2, 1-3 and 2-4: without this, seeds 1 and 2 would
+    train again members already trained for seed 0 (9 trainings instead of 5). Only for data whose splits do not
+    depend on ``split_seed`` (MedMNIST's official splits): there a member depends on its seed alone.
+    """
+    from medclass.ensembles import MEMBER_FILE
+
+    reused = []
+    for p in plan:
+        dst = ckpt_dir / "members" / f"member_{p['member']}"
+        if (dst / MEMBER_FILE).is_file():
+            continue
+        sources = [m for models in earlier for m in sorted((Path(models) / "members").glob("member_*"))]
+        for src in sources:
+            done = _read(src / MEMBER_FILE)
+            if done.get("by") == "seed" and done.get("seed") == p["seed"] and (src / "model.pt").is_file():
+                dst.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / "model.pt", dst / "model.pt")
+                if (src / SECONDS_FILE).is_file():
+                    shutil.copy2(src / SECONDS_FILE, dst / SECONDS_FILE)
+                (dst / MEMBER_FILE).write_text(json.dumps(p))
+                reused.append(p["member"])
+                break
+    return reused
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def train(bundle: Path, overrides: dict, args, run_workflow: Callable, earlier: Sequence[Path] = ()) -> dict:
+    """Train the ensemble (``args.ensemble`` >= 2) member by member, reusing earlier runs' members of the same seed
+    (:func:`reuse_members`); returns training figures (every member's seconds, reused ones included)."""
+    from medclass.ensembles import ensemble_plan, train_ensemble
+
+    ckpt_dir = Path(overrides["ckpt_dir"])
+    plan = ensemble_plan(args.ensemble, args.ensemble_by, overrides.get("seed", 0))
+    reused = reuse_members(ckpt_dir, plan, earlier) if args.ensemble_by == "seed" and earlier else []
 
     def member(o: dict) -> None:
         t0 = time.time()
         wf = run_workflow(bundle, "train", o)
-        seconds.append(time.time() - t0)
-        epochs.append(wf.parser.get_parsed_content("train#trainer").state.epoch)
+        figures = {"seconds": round(time.time() - t0, 1),
+                   "epochs": wf.parser.get_parsed_content("train#trainer").state.epoch}
+        (Path(o["ckpt_dir"]) / SECONDS_FILE).write_text(json.dumps(figures))
 
     train_ensemble(bundle, {**overrides, "ensemble": {"members": args.ensemble, "by": args.ensemble_by}}, member)
-    return {"train_seconds": sum(seconds), "member_train_seconds": [round(s, 1) for s in seconds],
-            "epochs": epochs}
+    figures = [_read(ckpt_dir / "members" / f"member_{p['member']}" / SECONDS_FILE) for p in plan]
+    seconds = [f.get("seconds") for f in figures]
+    return {"train_seconds": sum(s for s in seconds if s is not None), "member_train_seconds": seconds,
+            "epochs": [f.get("epochs") for f in figures], "reused_members": reused}
 
 
 def _inference_seconds(bundle: Path, overrides: dict, work: Path, tag: str, run_workflow: Callable,

@@ -202,8 +202,12 @@ def main(argv=None) -> dict:
         setup = _nih_setup(root) if name == "nih1000" else _npz_setup(root / "medmnist" / f"{name}.npz")
 
     results = []
+    # MedMNIST's official splits do not depend on split_seed: a seed ensemble's member depends on its seed alone,
+    # so later seeds reuse the members earlier seeds trained (ensemble_configs.reuse_members)
+    reuse = not setup.get("resplit")
     for seed, workdir in zip(range(args.seed, args.seed + args.seeds), _workdirs(args)):
-        result = run_one(args, name, dict(setup), seed, workdir)
+        earlier = [Path(r["workdir"]) / "models" for r in results] if reuse else []
+        result = run_one(args, name, dict(setup), seed, workdir, earlier)
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.seeds == 1:
@@ -219,8 +223,9 @@ def _workdirs(args) -> list[Path | None]:
     return [args.workdir / f"seed{s}" if args.workdir else None for s in range(args.seed, args.seed + args.seeds)]
 
 
-def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None) -> dict:
-    """Train (unless --evaluate-only) and evaluate one model with ``seed``; its figures."""
+def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None, earlier: list[Path] = ()) -> dict:
+    """Train (unless --evaluate-only) and evaluate one model with ``seed``; its figures. ``earlier``: the models
+    folders of earlier seeds, whose ensemble members of the same seed are reused."""
     work = workdir or Path(tempfile.mkdtemp(prefix=f"medclass-quality-{name}-"))
     if work.exists() and not args.evaluate_only:
         shutil.rmtree(work / "models", ignore_errors=True)
@@ -242,7 +247,7 @@ def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None) -> di
 
     epochs = train_seconds = best_val = trainer = ensemble = None
     if not args.evaluate_only and args.ensemble > 1:  # the members one by one, stored as one model file
-        ensemble = ensemble_configs.train(bundle, overrides, args, run_workflow)
+        ensemble = ensemble_configs.train(bundle, overrides, args, run_workflow, earlier)
         train_seconds, epochs = ensemble["train_seconds"], ensemble["epochs"]
     if not args.evaluate_only and args.ensemble <= 1:
         t0 = time.time()
@@ -282,6 +287,9 @@ def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None) -> di
         "workdir": str(work),
         "evaluate_only": bool(args.evaluate_only),
     }
+    if ensemble:
+        result["member_train_seconds"] = ensemble["member_train_seconds"]
+        result["reused_members"] = ensemble["reused_members"]  # trained for an earlier seed, copied
     if args.external:
         ext_dir = work / "eval_external"
         run_workflow(bundle, ["evaluate", "external"], {
@@ -310,11 +318,10 @@ def seeds_summary(results: list[dict]) -> dict:
 
     Returns:
         ``{"dataset", "seeds": [...], "n_seeds", "seeds_summary": {figure: {"mean", "std", "min", "max", "n"}},
-        "per_seed": {figure: [one value per seed]}, "seconds": [{"seed", "train_seconds", "eval_seconds"}, ...],
-        "recipe"}``; a figure missing (``None``) in some runs is summarised over the others (``n``).
+        "per_seed": {figure: [one value per seed]}, "configurations": {config: {figure: stats}} (``--ensemble`` /
+        ``--tta``), "seconds": [{"seed", "train_seconds", "eval_seconds"}, ...], "recipe"}``; a figure missing
+        (``None``) in some runs is summarised over the others (``n``).
     """
-    import statistics
-
     if not results:
         raise ValueError("no runs to summarise")
     keys = [k for k, v in results[0].items() if k not in SUMMARY_SKIP and _number(v)]
@@ -325,16 +332,30 @@ def seeds_summary(results: list[dict]) -> dict:
         head, _, sub = key.partition(".")
         values = [(r.get(head) or {}).get(sub) if sub else r.get(head) for r in results]
         per_seed[key] = values
-        known = [float(v) for v in values if _number(v)]
-        if known:
-            summary[key] = {"mean": round(statistics.fmean(known), 4),
-                            "std": round(statistics.stdev(known), 4) if len(known) > 1 else None,
-                            "min": round(min(known), 4), "max": round(max(known), 4), "n": len(known)}
+        if any(_number(v) for v in values):
+            summary[key] = _stats(values)
+    configurations = {}  # --ensemble / --tta: each configuration's figures over the seeds
+    for row in (results[0].get("configurations") or []):
+        rows = [next((c for c in r.get("configurations") or [] if c["config"] == row["config"]), {}) for r in results]
+        configurations[row["config"]] = {
+            fig: _stats([c.get(fig) for c in rows]) for fig in ("test_auc", "test_acc", "test_ece", "train_seconds",
+                                                                "inference_ms_per_image")}
     return {"dataset": results[0].get("dataset"), "seeds": [r.get("seed") for r in results], "n_seeds": len(results),
-            "seeds_summary": summary, "per_seed": per_seed,
+            "seeds_summary": summary, "per_seed": per_seed, "configurations": configurations,
             "seconds": [{"seed": r.get("seed"), "train_seconds": r.get("train_seconds"),
                          "eval_seconds": r.get("eval_seconds")} for r in results],
             "recipe_source": results[0].get("recipe_source"), "recipe": [r.get("recipe") for r in results]}
+
+
+def _stats(values: list) -> dict | None:
+    """Mean, sample standard deviation, min, max and count of the numbers among ``values`` (``None``: none)."""
+    import statistics
+
+    known = [float(v) for v in values if _number(v)]
+    if not known:
+        return None
+    return {"mean": round(statistics.fmean(known), 4), "std": round(statistics.stdev(known), 4) if len(known) > 1
+            else None, "min": round(min(known), 4), "max": round(max(known), 4), "n": len(known)}
 
 
 def _number(v) -> bool:

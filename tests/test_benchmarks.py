@@ -1,6 +1,7 @@
 """benchmarks/quality.py accepts any MedMNIST v2 2D npz (binary, multi-class, multi-label) with one recipe."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -416,3 +417,29 @@ def test_quality_ensemble_and_tta_print_each_configuration_with_its_time(tmp_pat
     assert len(configs["ensemble2"]["referral_auc_0_10_20"]) == 3
     printed = capsys.readouterr().out
     assert "ensemble2+tta_flip" in printed and "infer ms/img" in printed
+
+
+@pytest.mark.slow
+def test_quality_seed_ensembles_reuse_members_and_summarise_each_configuration(tmp_path, capsys):
+    """--seeds 2 --ensemble 2: seed 1's ensemble reuses the member seed 0 trained with seed 1 (3 trainings, not 4),
+    and the last line gives each configuration's mean over the seeds."""
+    npz = _npz(tmp_path / "toy.npz", lambda rng, n: rng.integers(0, 2, (n, 1)))
+    work = tmp_path / "w"
+    res = _quality().main(["--npz", str(npz), "--epochs", "1", "--workdir", str(work), "--seeds", "2", "--ensemble",
+                           "2", "--bootstrap", "20", "--set", "width", "8", "--set", "batch_size", "16",
+                           "--set", "min_positives", "2"])
+    runs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"dataset"')][:2]
+    assert [r["reused_members"] for r in runs] == [[], [0]]
+    import torch
+
+    # the same weights (the "single" evaluation of seed 1 wrote its own thresholds into its copy)
+    reused, trained = (torch.load(work / f"seed{s}" / "models" / "members" / f"member_{m}" / "model.pt",
+                                  weights_only=True) for s, m in ((1, 0), (0, 1)))
+    weights = [k for k, v in trained.items() if k.endswith((".weight", ".bias")) and isinstance(v, torch.Tensor)]
+    assert weights and all(torch.equal(reused[k], trained[k]) for k in weights)
+    assert runs[1]["member_train_seconds"][0] == runs[0]["member_train_seconds"][1]  # its cost is still counted
+    assert set(res["configurations"]) == {"single", "ensemble2"}
+    auc = res["configurations"]["ensemble2"]["test_auc"]
+    assert auc["n"] == 2 and auc["min"] <= auc["mean"] <= auc["max"]
+    assert auc["mean"] == pytest.approx(np.mean([next(c for c in r["configurations"] if c["config"] == "ensemble2")
+                                                 ["test_auc"] for r in runs]), abs=1e-4)
