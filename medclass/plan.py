@@ -33,6 +33,7 @@ import numpy as np
 
 from medclass.files import atomic_json, read_json
 from medclass.networks.spec import STEM_STRIDE, choose_stem, family, normalize_image_size
+from medclass.vocab import AUTO, is_auto
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ __all__ = ["AUTO", "PLANNED", "PLAN_FILE", "WORK_BUDGET", "Plan", "choose_plan",
            "planned_augment",
            "read_plan", "resolve_plan"]
 
-AUTO = "auto"
 PLAN_FILE = "plan.json"
 #: The settings the plan chooses when they are ``auto``.
 PLANNED: tuple[str, ...] = ("max_epochs", "batch_size", "learning_rate", "warmup_epochs", "width", "augment",
@@ -61,11 +61,6 @@ AUGMENT = {2: {}, 3: {"rotate_deg": 10, "zoom": 0.1, "translate": 0.05}}
 def planned_augment(spatial_dims: Any) -> dict[str, Any]:
     """The augmentation options ``augment: auto`` stands for in ``spatial_dims`` (2 or 3) dimensions."""
     return dict(AUGMENT[3 if str(spatial_dims) == "3" else 2])
-
-
-def is_auto(value: Any) -> bool:
-    """Whether a setting's value asks the plan to choose it (``"auto"``, any case)."""
-    return isinstance(value, str) and value.strip().lower() == AUTO
 
 
 def data_fingerprint(data: Any, spatial_dims: int, image_size: Any, in_channels: int = 1,
@@ -225,13 +220,16 @@ class Plan(dict):
         return path
 
 
-def resolve_plan(settings: Mapping[str, Any], data: Any = None) -> Plan:
+def resolve_plan(settings: Mapping[str, Any], data: Any = None, model: Mapping[str, Any] | None = None) -> Plan:
     """The planned settings of a workflow: each ``auto`` one chosen from the data, the others as given.
 
     Args:
         settings: the workflow's settings (``spatial_dims``, ``image_size``, ``in_channels``, ``arch``,
             ``pretrained`` and the settings of :data:`PLANNED`, ``auto`` or a value).
         data: the training datalist (training), or ``None`` (workflows that do not train).
+        model: the model settings (:func:`medclass.networks.model_settings`) of a workflow that loads a model
+            file: a model-defining setting given as ``auto`` (``--width auto``) is the file's value, the plan's
+            choice when the model was trained.
 
     Raises:
         ValueError: ``spatial_dims`` / ``image_size`` that do not describe an image, naming the setting.
@@ -247,6 +245,9 @@ def resolve_plan(settings: Mapping[str, Any], data: Any = None) -> Plan:
     fp_rules = {**fp, "arch": settings.get("arch"),
                 "pretrained": bool(pretrained) and str(pretrained).strip().lower() not in ("none", "null")}
     given = {k: settings[k] for k in PLANNED if k in settings}
+    if model and model.get("model_file"):
+        given.update({k: model[k] for k, v in given.items() if is_auto(v) and k in model
+                      and k not in model.get("missing", ())})
     explicit = [k for k in PLANNED if k in given and not is_auto(given[k])]
     return Plan(choose_plan(fp_rules, given), fp_rules, choose_plan(fp_rules), explicit)
 

@@ -17,7 +17,7 @@ __all__ = [
     "TASKS", "check_task",
     "SPLIT_NAMES", "ALL_SPLIT", "SPLIT_ALIASES", "canonical_split",
     "LABEL_STRINGS", "POSITIVE_WORDS", "NEGATIVE_WORDS", "UNKNOWN_WORDS", "parse_label_value",
-    "TRUE_WORDS", "FALSE_WORDS", "flag", "optional",
+    "TRUE_WORDS", "FALSE_WORDS", "flag", "optional", "AUTO", "is_auto",
     "DICOM_SUFFIXES", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "PIL_SUFFIXES", "IMAGE_EXTENSIONS", "is_image_name",
     "DEFAULT_THRESHOLD", "resolve_thresholds", "unwrap_model", "MODEL_SETTINGS", "VIT_SETTINGS",
 ]
@@ -30,6 +30,16 @@ MODEL_SETTINGS: tuple[str, ...] = (
     "label_names", "task", "spatial_dims", "image_size", "preset", "preset_options", "in_channels", "arch", "width",
     "stem", "conv", "dilate_last_stage", "patch_size", "hidden_size", "num_heads", "num_layers",
 )
+#: The value that asks the plan (:mod:`medclass.plan`) to choose a setting from the data; in a workflow that loads
+#: a model file, the value the plan chose then, which the file records.
+AUTO = "auto"
+
+
+def is_auto(value: Any) -> bool:
+    """Whether a setting's value asks the plan to choose it (``"auto"``, any case)."""
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
 #: ViT-only settings and their "not given" value (``auto``: derived from the image size; ``null``: the arch's).
 VIT_SETTINGS: dict[str, Any] = {"patch_size": "auto", "hidden_size": None, "num_heads": None, "num_layers": None}
 

@@ -36,7 +36,7 @@ from medclass.networks.spec import (
     family,
     resnet_feature_size,
 )
-from medclass.vocab import MODEL_SETTINGS, VIT_SETTINGS, flag, optional
+from medclass.vocab import MODEL_SETTINGS, VIT_SETTINGS, flag, is_auto, optional
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,8 @@ def same_setting(key: str, given: Any, model: Mapping[str, Any]) -> bool:
 
 
 def check_given(model: Mapping[str, Any], given: Mapping[str, Any]) -> None:
-    """Refuse a setting whose value contradicts the model file the workflow loads.
+    """Refuse a setting whose value contradicts the model file the workflow loads (``auto`` never does: it asks for
+    the plan's choice, made when the model was trained and recorded in the file).
 
     Args:
         model: :func:`model_settings`' result.
@@ -232,6 +233,8 @@ def check_given(model: Mapping[str, Any], given: Mapping[str, Any]) -> None:
         if key not in given or key not in model or key in model.get("missing", ()):
             continue
         value = given[key]
+        if is_auto(value):  # asks for the plan's choice: the one made when the model was trained, recorded here
+            continue
         if not same_setting(key, value, model):
             raise SettingError(
                 f"setting {key}: {value!r} contradicts {model[key]!r} recorded in the model file {source}, which "

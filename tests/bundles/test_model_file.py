@@ -124,6 +124,13 @@ def test_a_contradicting_override_names_both_values(trained, key):
     workflow(bundle, "inference", tmp, "same", **{key: model[key]})
 
 
+def test_auto_on_a_later_workflow_means_the_model_files_value(trained):
+    bundle, tmp, model = trained  # width auto: what the plan chose when the model was trained, i.e. the file's
+    workflow(bundle, "inference", tmp, "auto_width", width="auto", input=str(tmp / "data" / "images")).run()
+    workflow(bundle, "inference", tmp, "file_width", input=str(tmp / "data" / "images")).run()
+    assert (tmp / "auto_width" / "predictions.csv").read_text() == (tmp / "file_width" / "predictions.csv").read_text()
+
+
 def test_an_older_model_file_still_works_or_names_what_is_missing(trained, tmp_path, caplog):
     bundle, tmp, model = trained
     state = torch.load(tmp / "models" / "model.pt", weights_only=True)
