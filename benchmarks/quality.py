@@ -180,6 +180,9 @@ def main(argv=None) -> dict:
                     help="also validate on this second datalist (another site) at the stored thresholds, e.g. "
                          "the NIH1000 CSV for a PneumoniaMNIST model (its Pneumonia column)")
     ap.add_argument("--external-dir", type=Path, default=None, help="base folder of the external datalist's images")
+    ap.add_argument("--reuse-members", nargs="+", type=Path, default=[], metavar="MODELS",
+                    help="with --ensemble K: models folders of earlier runs (same data and recipe) whose finished seed "
+                         "members are copied instead of trained again (MedMNIST's official splits only)")
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra bundle override, VALUE parsed as JSON when possible")
     ensemble_configs.add_arguments(ap)
@@ -206,7 +209,7 @@ def main(argv=None) -> dict:
     # so later seeds reuse the members earlier seeds trained (ensemble_configs.reuse_members)
     reuse = not setup.get("resplit")
     for seed, workdir in zip(range(args.seed, args.seed + args.seeds), _workdirs(args)):
-        earlier = [Path(r["workdir"]) / "models" for r in results] if reuse else []
+        earlier = [*args.reuse_members, *(Path(r["workdir"]) / "models" for r in results)] if reuse else []
         result = run_one(args, name, dict(setup), seed, workdir, earlier)
         print(json.dumps(result), flush=True)
         results.append(result)
