@@ -266,7 +266,8 @@ def run_one(args, name: str, setup: dict, seed: int, workdir: Path | None, earli
     run_workflow(bundle, "evaluate", eval_overrides)
     eval_seconds = time.time() - t0
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
-    plan = read_plan(work / "models") or {}
+    # an ensemble's recipe is its members' (each member folder holds the plan.json its training wrote)
+    plan = read_plan(work / "models") or read_plan(work / "models" / "members" / "member_0") or {}
     model = read_model_record(work / "models" / "model.pt")
     result = {
         "dataset": name,
