@@ -537,6 +537,8 @@ class _OnePassInferer:
         self.handler = handler
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("inner", "handler"):  # not set yet (a copy being built): no recursion through self.inner
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
