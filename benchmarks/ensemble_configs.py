@@ -129,8 +129,10 @@ def compare(bundle: Path, eval_overrides: dict, work: Path, args, run_workflow: 
         configs.append(("single", models, "none"))
     if args.tta is not None:
         configs += [(f"{name}+tta_{args.tta}", ckpt, args.tta) for name, ckpt, _ in list(configs)]
-    rows = []
-    for name, ckpt, tta in configs:
+    rows = {}
+    # TTA first: each evaluation writes its thresholds and TTA mode into the model file, and the last one stays (what
+    # `tta: auto` and later workflows use): the plain configurations' are left there
+    for name, ckpt, tta in sorted(configs, key=lambda c: c[2] == "none"):
         over = {**eval_overrides, "ckpt_dir": str(ckpt), "output_dir": str(work / f"eval_{name}"), "tta": tta}
         run_workflow(bundle, "evaluate", over)
         metrics = json.loads((work / f"eval_{name}" / "metrics.json").read_text())
@@ -145,8 +147,8 @@ def compare(bundle: Path, eval_overrides: dict, work: Path, args, run_workflow: 
             idx = {f: i for i, f in enumerate(referral["fractions"])}
             row["referral_auc_0_10_20"] = [referral["mean_auc"][idx[f]] for f in (0.0, 0.1, 0.2) if f in idx]
             row["referral_acc_0_10_20"] = [referral["accuracy"][idx[f]] for f in (0.0, 0.1, 0.2) if f in idx]
-        rows.append(row)
-    return rows
+        rows[name] = row
+    return [rows[name] for name, _, _ in configs]
 
 
 def table(rows: list[dict]) -> str:

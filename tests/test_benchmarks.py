@@ -417,6 +417,10 @@ def test_quality_ensemble_and_tta_print_each_configuration_with_its_time(tmp_pat
     assert len(configs["ensemble2"]["referral_auc_0_10_20"]) == 3
     printed = capsys.readouterr().out
     assert "ensemble2+tta_flip" in printed and "infer ms/img" in printed
+    # the plain configurations are evaluated last: the model files keep their thresholds and no TTA
+    models = tmp_path / "w" / "models"
+    for model in (models / "model.pt", models / "members" / "member_0" / "model.pt"):
+        assert str(read_model_record(model)["operating_points"].get("tta") or "none") == "none"
 
 
 @pytest.mark.slow
