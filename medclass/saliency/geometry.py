@@ -155,7 +155,7 @@ def resample_axis_aligned(image: torch.Tensor, src_affine: Any, dst_affine: Any,
 
     The result equals ``ResampleToMatch(mode="bilinear", padding_mode="zeros")`` (checked by the tests) at a
     fraction of its cost: one small weight matrix per axis instead of a sampling grid the size of the output
-    (a 224 px map onto a 1024 px radiograph: about 2 ms instead of 13 ms).
+    (a 224 px map onto a 1024 px radiograph: about 5 ms instead of 13 ms on 2 cores).
 
     Args:
         image: ``(C, *src)`` float tensor.
