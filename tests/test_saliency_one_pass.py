@@ -61,7 +61,7 @@ def test_bf16_maps_find_the_square_and_match_fp32(method):
     for b, corner in enumerate(corners):
         ok, why = _lit(bf16[b, 0], corner)
         assert ok, f"bf16 {method}: corner {corner} not lit ({why})"
-    assert float((bf16 - fp32).abs().max()) < 0.1  # measured 0.02-0.03 here
+    assert float((bf16 - fp32).abs().max()) < 0.1  # measured 0.007-0.012 here
     with pytest.raises(ValueError, match="precision"):
         saliency_maps(model, x, precision="half")
 
