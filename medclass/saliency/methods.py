@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from medclass.saliency.geometry import trace_geometry
+from medclass.saliency.geometry import traced_geometry
 from medclass.saliency.targets import gather_scores, resolve_targets, to_spatial
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class CamRecord(NamedTuple):
         act: the target layer's output as the layers after it saw it, with a graph from it to ``logits`` only.
         name: the target layer's name (for messages).
         grid_geometry: ``(stride, offset)`` per dim of every feature grid the pass made, keyed by grid shape
-            (:func:`medclass.saliency.geometry.trace_geometry`).
+            (:func:`medclass.saliency.geometry.traced_geometry`).
     """
 
     logits: torch.Tensor
@@ -75,7 +75,7 @@ def cam_forward(model, x, layer) -> CamRecord:
 
     handle = module.register_forward_hook(hook)
     try:
-        with trace_geometry(model, x) as geo, torch.no_grad():
+        with traced_geometry(model, x) as geo, torch.no_grad():
             logits = model(x)
     finally:
         handle.remove()
