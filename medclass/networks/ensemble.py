@@ -48,8 +48,9 @@ _SAME = ("arch", "spatial_dims", "in_channels", "num_classes", "image_size", "la
 
 
 def logits_to_probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
-    """Probabilities of logits ``(B, C)``: softmax over the classes for multi-class, sigmoid per label otherwise."""
-    return torch.softmax(logits, dim=1) if multiclass else torch.sigmoid(logits)
+    """Probabilities of logits ``(B, C)`` or ``(C,)``: softmax over the classes for multi-class, sigmoid per label
+    otherwise."""
+    return torch.softmax(logits, dim=-1) if multiclass else torch.sigmoid(logits)
 
 
 def probabilities_to_logits(probs: torch.Tensor, multiclass: bool) -> torch.Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.transforms import MapTransform
 
+from medclass.networks.ensemble import logits_to_probabilities
 from medclass.vocab import TASKS, unwrap_model
 
 
@@ -40,9 +41,5 @@ class Probabilitiesd(MapTransform):
         d = dict(data)
         temperature = self.temperature()
         for key in self.key_iterator(d):
-            logits = torch.as_tensor(d[key]).float() / temperature
-            if self.task == "multiclass":
-                d[key] = torch.softmax(logits, dim=0 if logits.ndim == 1 else 1)
-            else:
-                d[key] = torch.sigmoid(logits)
+            d[key] = logits_to_probabilities(torch.as_tensor(d[key]).float() / temperature, self.task == "multiclass")
         return d
