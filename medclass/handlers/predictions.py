@@ -124,7 +124,6 @@ class PredictionWriter:
         self._labels: list[np.ndarray] = []
         self._has_labels: bool | None = None
         self._has_uncertainty = False
-        self._uncertainty: list[np.ndarray] = []
         self.thresholds = np.full(len(self.label_names), DEFAULT_THRESHOLD)
 
     def attach(self, engine: Engine) -> None:
@@ -137,7 +136,7 @@ class PredictionWriter:
         if stored and stored != self.label_names:
             raise ValueError(f"the loaded model was trained for labels {stored}, but the config names {self.label_names}")
         self.thresholds = resolve_thresholds(self.explicit_thresholds, self.network, self.label_names)
-        self._probs, self._labels, self._has_labels, self._uncertainty = [], [], None, []
+        self._probs, self._labels, self._has_labels = [], [], None
         self._file = self._out.open()  # the rows go to a temporary file, removed by the next run if this one dies
         self._writer = None
 
@@ -190,7 +189,6 @@ class PredictionWriter:
             if len(spread) != len(probs) or any(u is None for u in spread):
                 raise ValueError("the inferer gave an uncertainty for some batches only")
             unc = np.stack([np.asarray(torch.as_tensor(u).detach().float().cpu()).reshape(-1) for u in spread])
-            self._uncertainty.append(unc)
         try:
             for k, image_id in enumerate(ids):
                 row = [image_id, *(u[k] for u in uids)] + prob_cells[k] + thr
