@@ -43,37 +43,32 @@ def reuse_members(ckpt_dir: Path, plan: list[dict], earlier: Sequence[Path]) -> 
     depend on ``split_seed`` (MedMNIST's official splits): there a member depends on its seed alone.
     """
     from medclass.ensembles import MEMBER_FILE
+    from medclass.files import atomic_json, read_json
 
+    sources = [m for models in earlier for m in sorted((Path(models) / "members").glob("member_*"))]
+    trained = [(src, read_json(src / MEMBER_FILE) or {}) for src in sources]
     reused = []
     for p in plan:
         dst = ckpt_dir / "members" / f"member_{p['member']}"
         if (dst / MEMBER_FILE).is_file():
             continue
-        sources = [m for models in earlier for m in sorted((Path(models) / "members").glob("member_*"))]
-        for src in sources:
-            done = _read(src / MEMBER_FILE)
+        for src, done in trained:
             if done.get("by") == "seed" and done.get("seed") == p["seed"] and (src / "model.pt").is_file():
                 dst.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / "model.pt", dst / "model.pt")
                 if (src / SECONDS_FILE).is_file():
                     shutil.copy2(src / SECONDS_FILE, dst / SECONDS_FILE)
-                (dst / MEMBER_FILE).write_text(json.dumps(p))
+                atomic_json(dst / MEMBER_FILE, p)  # last: the member counts as finished once this exists
                 reused.append(p["member"])
                 break
     return reused
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def train(bundle: Path, overrides: dict, args, run_workflow: Callable, earlier: Sequence[Path] = ()) -> dict:
     """Train the ensemble (``args.ensemble`` >= 2) member by member, reusing earlier runs' members of the same seed
     (:func:`reuse_members`); returns training figures (every member's seconds, reused ones included)."""
     from medclass.ensembles import ensemble_plan, train_ensemble
+    from medclass.files import atomic_json, read_json
 
     ckpt_dir = Path(overrides["ckpt_dir"])
     plan = ensemble_plan(args.ensemble, args.ensemble_by, overrides.get("seed", 0))
@@ -84,10 +79,10 @@ def train(bundle: Path, overrides: dict, args, run_workflow: Callable, earlier: 
         wf = run_workflow(bundle, "train", o)
         figures = {"seconds": round(time.time() - t0, 1),
                    "epochs": wf.parser.get_parsed_content("train#trainer").state.epoch}
-        (Path(o["ckpt_dir"]) / SECONDS_FILE).write_text(json.dumps(figures))
+        atomic_json(Path(o["ckpt_dir"]) / SECONDS_FILE, figures)
 
     train_ensemble(bundle, {**overrides, "ensemble": {"members": args.ensemble, "by": args.ensemble_by}}, member)
-    figures = [_read(ckpt_dir / "members" / f"member_{p['member']}" / SECONDS_FILE) for p in plan]
+    figures = [read_json(ckpt_dir / "members" / f"member_{p['member']}" / SECONDS_FILE) or {} for p in plan]
     seconds = [f.get("seconds") for f in figures]
     return {"train_seconds": sum(s for s in seconds if s is not None), "member_train_seconds": seconds,
             "epochs": [f.get("epochs") for f in figures], "reused_members": reused}
@@ -118,8 +113,6 @@ def compare(bundle: Path, eval_overrides: dict, work: Path, args, run_workflow: 
         figures: quality.py's ``evaluation_figures(eval_dir, metrics)``.
         train_seconds: ``{"single": s, "ensemble": s}`` (the ensemble: every member).
     """
-    import json
-
     models = Path(eval_overrides["ckpt_dir"])
     configs = []
     if args.ensemble > 1:
