@@ -272,18 +272,16 @@ def fingerprint_diff(saved: Mapping | None, now: Mapping) -> list[str]:
             out.append(f"data (datalist content or split): {_data_desc(d0)} in the saved run, {_data_desc(d1)} now")
     flat0 = {**{k: v for k, v in saved.items() if k not in ("data", "settings")}, **(saved.get("settings") or {})}
     flat1 = {**{k: v for k, v in now.items() if k not in ("data", "settings")}, **(now.get("settings") or {})}
-    added = []
+    added = False
     for key in sorted(set(flat0) | set(flat1)):
         if key in NOT_TRAINING_SETTINGS:
             continue
         a, b = flat0.get(key, "(not set)"), flat1.get(key, "(not set)")
         if key not in flat0 and key in ADDED_SETTINGS and b == jsonable(ADDED_SETTINGS[key]):
-            added.append(key)  # recorded by an older medclass, before this setting existed: the same run
+            added = True  # recorded by an older medclass, before this setting existed: the same run
         elif a != b:
             out.append(f"{key}: {_short(a)} in the saved run, {_short(b)} now")
-    if out or not added:
-        return out or ["the saved run's fingerprint differs"]
-    return []
+    return out or ([] if added else ["the saved run's fingerprint differs"])
 
 
 def resume_mode(value: Any) -> str:
