@@ -34,7 +34,6 @@ from medclass.saliency import (
     SaliencyMethod,
     cam_forward,
     model_state,
-    record_maps,
     resolve_target_layer,
 )
 from medclass.transforms.post import Probabilitiesd
@@ -423,9 +422,8 @@ class SaliencyHandler:
         if t_max:
             padded = torch.tensor([i + [i[0] if i else 0] * (t_max - len(i)) for i in idx], dtype=torch.long)
             if record is not None and record[0] == b:  # the evaluator's forward pass: no second one
-                maps = record_maps(unwrap_model(self.network), record[1], padded.to(record[1].logits.device),
-                                   tuple(images.shape[2:]), self.method.name,
-                                   str(self.method.options.get("upsample", "receptive-field"))).cpu().numpy()
+                net, (_, cams) = unwrap_model(self.network), record
+                maps = self.method.record_maps(net, cams, padded.to(cams.logits.device), images.shape[2:]).cpu().numpy()
             else:
                 device = next(self.network.parameters()).device
                 maps = self.method.maps(self.network, torch.as_tensor(images).to(device), targets=padded,

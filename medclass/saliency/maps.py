@@ -50,13 +50,18 @@ def canonical_method(method: str) -> str:
     return name
 
 
+def upsample_option(options: Mapping[str, Any]) -> str:
+    """The CAM ``upsample`` option of a method's options (default ``receptive-field``, :data:`UPSAMPLING`'s first)."""
+    return str(options.get("upsample", UPSAMPLING[0]))
+
+
 def check_options(method: str, options: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for an option ``method`` does not take, or an unknown ``upsample``."""
     allowed = METHOD_OPTIONS[method]
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {sorted(allowed)}")
-    mode = str(options.get("upsample", "receptive-field"))
+    mode = upsample_option(options)
     if mode not in UPSAMPLING:
         raise ValueError(f"upsample must be one of {list(UPSAMPLING)}, got {mode!r}")
 
@@ -154,7 +159,7 @@ def _compute(model, images, targets, method, target_layer, precision, method_kwa
         maps = torch.stack([saliency_maps(m, images, idx, method, target_layer, precision, **method_kwargs)
                             for m in members]).mean(0)
         return (logits if want_logits else None), maps
-    upsample_mode = str(method_kwargs.get("upsample", "receptive-field"))
+    upsample_mode = upsample_option(method_kwargs)
     size = tuple(images.shape[2:])
     param = next(model.parameters(), None)
     x = plain(images).detach().to(dtype=torch.float32)
@@ -180,7 +185,7 @@ def _compute(model, images, targets, method, target_layer, precision, method_kwa
 
 
 def record_maps(model: nn.Module, record: CamRecord, targets: Any, size: Sequence[int], method: str = "gradcam",
-                upsample_mode: str = "receptive-field") -> torch.Tensor:
+                upsample_mode: str = UPSAMPLING[0]) -> torch.Tensor:
     """The maps ``(B, T, *size)`` in ``[0, 1]`` of a CAM method from a :func:`~medclass.saliency.methods.cam_forward`
     pass of ``model`` (a pass someone else ran: the inference workflow's own, see
     :class:`medclass.handlers.SaliencyHandler`).
@@ -258,6 +263,10 @@ class SaliencyMethod:
         """:func:`saliency_maps` of ``images`` with this method's settings."""
         return saliency_maps(model, images, targets=targets, method=self.name, target_layer=self.target_layer,
                              precision=precision, **self.options)
+
+    def record_maps(self, model: nn.Module, record: CamRecord, targets: Any, size: Sequence[int]) -> torch.Tensor:
+        """:func:`record_maps` of a CAM pass someone else ran, with this method's settings."""
+        return record_maps(model, record, targets, size, self.name, upsample_option(self.options))
 
     def explain(self, model: nn.Module, images: torch.Tensor, targets: Any = None,
                 precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
