@@ -16,6 +16,7 @@ the model-defining settings (:data:`medclass.vocab.MODEL_SETTINGS`) from the mod
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -89,6 +90,26 @@ def read_model_record(path: str | os.PathLike) -> dict[str, Any]:
         ValueError: not a readable checkpoint, or unreadable metadata.
     """
     p = Path(path).expanduser()
+    try:
+        st = os.stat(p)
+    except OSError:
+        st = None
+    key = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) if st else None
+    if key is not None and key in _RECORDS:
+        return copy.deepcopy(_RECORDS[key])
+    record = _read_record(p)
+    if key is not None:  # a workflow start reads it 3 times (settings, ensemble, TTA): one torch.load
+        _RECORDS.clear()  # the last file read only: a changed or replaced file has another key
+        _RECORDS[key] = copy.deepcopy(record)
+    return record
+
+
+#: the last model file read, by path and file signature (device, inode, size, change times): medclass replaces
+#: model files atomically (a new inode), so a rewritten file is never served from here
+_RECORDS: dict[tuple, dict[str, Any]] = {}
+
+
+def _read_record(p: Path) -> dict[str, Any]:
     state = read_state_dict(p)
     extra = state.get("_extra_state")
     meta = decode_metadata(extra) if extra is not None else {}

@@ -43,3 +43,22 @@ def test_values_that_resolve_to_the_recorded_model_are_not_contradictions(tmp_pa
     with pytest.raises(SettingError, match=r"setting width: 'null' contradicts 32 recorded"):
         check_given({**model, "width": 32}, {"width": "null"})
     check_given(model_settings(tmp_path / "absent.pt", {"width": 8}), {"width": 16})  # no model file: no check
+
+
+def test_a_model_file_is_loaded_once_until_it_is_replaced(tmp_path, monkeypatch):
+    import medclass.networks.modelfile as modelfile
+    from medclass.files import atomic_save
+    from medclass.networks import build_classifier, read_model_record
+
+    loads = []
+    read = modelfile.read_state_dict
+    monkeypatch.setattr(modelfile, "read_state_dict", lambda p: loads.append(p) or read(p))
+    model = build_classifier("resnet18", 2, 1, 2, image_size=(32, 32), width=4)
+    path = tmp_path / "model.pt"
+    atomic_save(model.state_dict(), path)
+    first = read_model_record(path)
+    first["thresholds"].append(1.0)  # a caller's change does not reach the next caller
+    assert read_model_record(path)["thresholds"] == [0.5, 0.5] and len(loads) == 1
+    model.set_thresholds(0.25)
+    atomic_save(model.state_dict(), path)  # evaluate replaces the file: read again
+    assert read_model_record(path)["thresholds"] == [0.25, 0.25] and len(loads) == 2
